@@ -1,0 +1,160 @@
+"""Configuration: one frozen dataclass per concern, every field defaulted and commented.
+
+Every number that changes results lives here. Configs load strictly: an unknown key is an
+error that names it, so a typo in a notebook parameter or a checkpoint from a newer version
+never passes silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ConfigError(ValueError):
+    """A configuration dictionary has an unknown key or a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class FaceConfig:
+    """How faces are found and cropped (extraction and prediction use the same one)."""
+
+    model: str = "full"  # "full" (full-range BlazeFace, video frames) or "short" (close-ups only)
+    min_score: float = 0.5  # detector confidence below which a box is ignored
+    margin: float = 0.3  # extra border around the box, as a fraction of its side (DFDC winner: 0.3)
+    size: int = 224  # side of the square face crop written to face videos, pixels
+    max_gap: int = 5  # longest run of frames without a detection bridged by interpolation
+    detect_every: int = 1  # run the detector on every k-th frame, track in between
+    track_iou: float = 0.3  # IoU above which a detection continues a track
+    keep_track: str = "largest"  # which track is the video's face: "largest" or "most_confident"
+    all_tracks: bool = False  # also write every other track as its own face video
+    min_track_frames: int = 8  # shortest track written when all_tracks is on
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Which frames of each source video are read during extraction."""
+
+    sampling: str = "all"  # "all": every frame up to max_frames; "uniform": num_frames evenly spaced
+    max_frames: int = 0  # with sampling="all": stop after this many frames (0 = no limit)
+    num_frames: int = 32  # with sampling="uniform": frames taken evenly across the video
+    min_face_frames: int = 4  # fewer frames with a face than this -> status "too_short"
+    crf: int = 18  # H.264 quality of face videos (lower = better; 18 is visually lossless)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the model sees: clip length, size and normalisation."""
+
+    frames: int = 20  # T, frames per clip
+    size: int = 112  # H = W of the frames fed to the model (112-224)
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # per-channel normalisation (backbone's)
+    std: tuple[float, float, float] = IMAGENET_STD
+    train_stride: int = 0  # training clip stride in frames; 0 = random stride that fits the video
+    augment: bool = False  # clip-consistent on-the-fly augmentation of training clips
+    self_blend_prob: float = 0.0  # chance a REAL training clip is turned into a self-blended FAKE
+    val_fraction: float = 0.15  # of groups, when the manifest has no split column
+    test_fraction: float = 0.15  # of groups, likewise
+    balance: str = "sampler"  # class imbalance: "sampler", "loss" (pos_weight) or "none"
+    seed: int = 0  # split and sampling seed
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """DeepfakeDetector architecture."""
+
+    backbone: str = "resnext50_32x4d"  # torchvision model name; others for quick CPU experiments
+    pretrained: str = "imagenet"  # "imagenet" (download), "none", or a path to a weights file
+    hidden: int = 2048  # LSTM hidden size
+    layers: int = 1  # LSTM layers
+    bidirectional: bool = False  # LSTM direction
+    dropout: float = 0.4  # before the linear head
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation."""
+
+    epochs: int = 20  # maximum epochs
+    batch_size: int = 8  # clips per step (per process under DDP)
+    lr: float = 1e-4  # AdamW peak learning rate
+    weight_decay: float = 1e-3  # AdamW weight decay
+    warmup_epochs: float = 0.5  # linear warm-up, then cosine decay
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    amp: str = "auto"  # "auto" (bf16 / fp16+scaler / fp32 from the device), "bf16", "fp16", "off"
+    channels_last: bool = True  # on GPU only
+    freeze_backbone_epochs: int = 0  # backbone frozen for the first N epochs
+    patience: int = 5  # early stopping on validation AUC (0 = off)
+    workers: int = 2  # DataLoader workers
+    seed: int = 0  # model init and sampling seed
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run needs; written to RUN_DIR/config.json and into checkpoints."""
+
+    face: FaceConfig = field(default_factory=FaceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Convert a config dataclass (nested) to plain Python types (lists, not tuples)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
+    """Build config ``cls`` from a (possibly partial) dict, strictly.
+
+    Args:
+        cls: A config dataclass type, e.g. ``RunConfig``.
+        data: Field values; missing fields keep their defaults; nested configs as dicts.
+
+    Raises:
+        ConfigError: A key is not a field of ``cls`` (the message names it and lists the valid ones).
+    """
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown {cls.__name__} key(s) {unknown}; valid keys are {sorted(fields)}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = fields[name].default_factory if fields[name].default_factory is not dataclasses.MISSING else None
+        if default is not None and dataclasses.is_dataclass(default):
+            kwargs[name] = from_dict(default, value)  # nested config given as a dict
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def replace(cfg: T, **changes: Any) -> T:
+    """Return ``cfg`` with fields changed, strictly (unknown names raise ConfigError)."""
+    merged = to_dict(cfg)
+    merged.update(changes)
+    return from_dict(type(cfg), merged)
+
+
+def save_json(cfg: Any, path: str | Path) -> None:
+    """Write ``cfg`` as indented JSON, atomically (temporary file, then rename)."""
+    from dfdetect.io import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def load_json(cls: type[T], path: str | Path) -> T:
+    """Read a config written by :func:`save_json`, strictly."""
+    return from_dict(cls, json.loads(Path(path).read_text()))

@@ -1,0 +1,60 @@
+"""Shared fixtures: the real faces shipped in data/sample and tiny videos generated from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dfdetect import synth, video
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+PORTRAITS = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg", "biden.jpg", "camera.png")
+REAL_VIDEO = SAMPLE / "WolfgangLanger_Pexels.mp4"
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """Folder of real face photos and one real video (see its FACES_LICENCES.md)."""
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def real_video() -> Path:
+    """A real 640x360 talking-head video (472 frames)."""
+    return REAL_VIDEO
+
+
+@pytest.fixture(scope="session")
+def portrait():
+    """Load a shipped portrait as RGB: ``portrait("obama.jpg") -> (H, W, 3) uint8``."""
+    return lambda name: synth.load_rgb(SAMPLE / name)
+
+
+@pytest.fixture(scope="session")
+def portrait_video(tmp_path_factory):
+    """Write an animated-portrait mp4 and return its path.
+
+    ``portrait_video("grace_hopper.jpg", frames=24, size=(256, 256))``; cached per arguments.
+    """
+    cache: dict = {}
+    folder = tmp_path_factory.mktemp("portrait_videos")
+
+    def make(name: str = "grace_hopper.jpg", frames: int = 24, size=(256, 256), phase: float = 0.0) -> Path:
+        key = (name, frames, tuple(size), phase)
+        if key not in cache:
+            img = synth.load_rgb(SAMPLE / name)
+            clip = synth.animate(img, frames, size, synth.CameraPath(phase=phase))
+            out = folder / f"{Path(name).stem}_{frames}_{size[0]}x{size[1]}_{phase:g}.mp4"
+            video.write_video(out, clip, fps=24)
+            cache[key] = out
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
