@@ -18,24 +18,38 @@ Runner = Callable[[argparse.Namespace], int]
 
 
 def _add_extract(sub: argparse._SubParsersAction) -> Runner:
+    from dfdetect.config import ExtractConfig, FaceConfig  # light: dataclasses only
+
+    f, e = FaceConfig(), ExtractConfig()  # the defaults shown here are the configs' own
     p = sub.add_parser("extract", help="crop faces from every video into face videos + manifest.csv")
     p.add_argument("videos", help="folder of videos (searched recursively) or one video file")
     p.add_argument("out", help="output folder: OUT/faces/*.mp4 and OUT/manifest.csv")
     p.add_argument("--labels", help="labels CSV (file,label[,group][,split]) relative to VIDEOS")
-    p.add_argument("--size", type=int, default=224, help="face crop side in pixels (default 224)")
-    p.add_argument("--margin", type=float, default=0.3, help="border around the box (default 0.3)")
-    p.add_argument("--detector", choices=["full", "short"], default="full",
+    p.add_argument("--size", type=int, default=f.size, help=f"face crop side in pixels ({f.size})")
+    p.add_argument("--margin", type=float, default=f.margin,
+                   help=f"border around the box, fraction of its side ({f.margin})")
+    p.add_argument("--detector", choices=["full", "short"], default=f.model,
                    help="BlazeFace model: full-range (default) or short-range (close-ups only)")
-    p.add_argument("--detect-every", type=int, default=1, help="detect every k-th frame, track between")
-    p.add_argument("--max-gap", type=int, default=5, help="longest gap (frames) bridged by interpolation")
-    p.add_argument("--keep", choices=["largest", "most_confident"], default="largest",
+    p.add_argument("--min-score", type=float, default=f.min_score,
+                   help=f"detector confidence threshold ({f.min_score})")
+    p.add_argument("--detect-every", type=int, default=f.detect_every,
+                   help=f"detect every k-th frame, track between; k <= max-gap + 1 ({f.detect_every})")
+    p.add_argument("--max-gap", type=int, default=f.max_gap,
+                   help=f"longest gap (frames) bridged by interpolation ({f.max_gap})")
+    p.add_argument("--keep", choices=["largest", "most_confident"], default=f.keep_track,
                    help="which face track is the video's face")
     p.add_argument("--all-tracks", action="store_true", help="also write every other face track")
+    p.add_argument("--min-track-frames", type=int, default=f.min_track_frames,
+                   help=f"shortest extra track written with --all-tracks ({f.min_track_frames})")
     p.add_argument("--frames", type=int, default=0,
                    help="N>0: take N frames evenly spaced; 0 (default): every frame")
-    p.add_argument("--max-frames", type=int, default=0, help="with every frame: stop after this many")
+    p.add_argument("--max-frames", type=int, default=e.max_frames,
+                   help="with every frame: stop after this many (0 = all)")
+    p.add_argument("--min-face-frames", type=int, default=e.min_face_frames,
+                   help=f"fewer face frames -> status too_short ({e.min_face_frames})")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
-    p.add_argument("--shard", help="i/n: process only the i-th of n parts (0-based), own manifest part")
+    p.add_argument("--shard", help="i/n: process only the i-th of n parts (0-based), own manifest "
+                   "part; then `dfdetect merge OUT`")
     return _run_extract
 
 
@@ -43,15 +57,203 @@ def _run_extract(a: argparse.Namespace) -> int:
     from dfdetect.config import ExtractConfig, FaceConfig
     from dfdetect.extract import process_videos
 
-    face = FaceConfig(model=a.detector, margin=a.margin, size=a.size, max_gap=a.max_gap,
-                      detect_every=a.detect_every, keep_track=a.keep, all_tracks=a.all_tracks)
-    ext = ExtractConfig(sampling="uniform" if a.frames else "all", num_frames=a.frames or 32,
-                        max_frames=a.max_frames)
+    face = FaceConfig(model=a.detector, min_score=a.min_score, margin=a.margin, size=a.size,
+                      max_gap=a.max_gap, detect_every=a.detect_every, keep_track=a.keep,
+                      all_tracks=a.all_tracks, min_track_frames=a.min_track_frames)
+    ext = ExtractConfig(sampling="uniform" if a.frames else "all",
+                        num_frames=a.frames or ExtractConfig().num_frames,
+                        max_frames=a.max_frames, min_face_frames=a.min_face_frames)
     df = process_videos(a.videos, a.out, labels_csv=a.labels, face_cfg=face, extract_cfg=ext,
                         workers=a.workers, shard=a.shard)
     counts = df["status"].value_counts().to_dict()
     print(f"faces written under {a.out}; status counts: {counts}")
     return 0 if (df["status"] == "ok").any() else 1
+
+
+def _add_merge(sub: argparse._SubParsersAction) -> Runner:
+    p = sub.add_parser("merge", help="merge the manifest parts of `extract --shard i/n` runs")
+    p.add_argument("out", help="extraction output folder holding manifest.part-<i>-of-<n>.csv")
+    return _run_merge
+
+
+def _run_merge(a: argparse.Namespace) -> int:
+    from dfdetect.extract import merge_parts
+
+    df = merge_parts(a.out)
+    print(f"{len(df)} rows merged into {a.out}/manifest.csv; "
+          f"status counts: {df['status'].value_counts().to_dict()}")
+    return 0
+
+
+def _add_augment(sub: argparse._SubParsersAction) -> Runner:
+    p = sub.add_parser("augment", help="add augmented REAL (or self-blended FAKE) copies to a manifest")
+    p.add_argument("manifest", help="manifest.csv written by `dfdetect extract` (updated in place)")
+    p.add_argument("--ratio", type=float, default=1.0,
+                   help="target REAL:FAKE ratio reached by adding copies (default 1.0 = balanced)")
+    p.add_argument("--per-video", type=int, default=0,
+                   help="N>0: exactly N copies of every REAL video instead of a ratio")
+    p.add_argument("--self-blend", action="store_true",
+                   help="add self-blended FAKE copies of REAL videos (e.g. for REAL-only data)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every draw (default 0)")
+    p.add_argument("--crf", type=int, default=18, help="H.264 quality of written face videos")
+    return _run_augment
+
+
+def _run_augment(a: argparse.Namespace) -> int:
+    from dfdetect.augment import augment_manifest
+
+    df = augment_manifest(a.manifest, ratio=a.ratio, per_video=a.per_video,
+                          self_blend=a.self_blend, seed=a.seed, crf=a.crf)
+    ok = df[df["status"] == "ok"]
+    print(f"{a.manifest}: {ok['label'].value_counts().to_dict()} usable rows "
+          f"({(df['source'] == 'augment').sum()} augmented, "
+          f"{(df['source'] == 'self_blend').sum()} self-blended)")
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> Runner:
+    p = sub.add_parser("predict", help="score raw videos: one JSON line per video, OUT/predictions.csv")
+    p.add_argument("videos", help="a video file or a folder of videos (searched recursively)")
+    p.add_argument("--checkpoint", required=True,
+                   help="RUN/best.pt or an exported model.safetensors; the face crop, clip length "
+                   "and normalisation all come from it")
+    p.add_argument("--out", help="write OUT/predictions.csv (replacing an earlier run's) and, with "
+                   "--heatmaps, OUT/heatmaps/<name>.png")
+    p.add_argument("--heatmaps", action="store_true",
+                   help="Grad-CAM grid of the frames used, per video (needs --out)")
+    p.add_argument("--heatmap-video", action="store_true", help="also OUT/heatmaps/<name>.mp4")
+    p.add_argument("--threshold", type=float, default=0.5, help="FAKE when P(fake) >= this (0.5)")
+    p.add_argument("--clips", type=int, default=0,
+                   help="clips per face: 0 (default) = one per 15*T frames, at most 4")
+    p.add_argument("--aggregate", choices=["mean", "median", "max"], default="mean",
+                   help="how clip scores make the video score (default: mean of P(fake))")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return _run_predict
+
+
+def _run_predict(a: argparse.Namespace) -> int:
+    import json
+
+    from dfdetect.predict import ERROR, predict_folder
+
+    def show(result) -> None:
+        print(json.dumps(result.to_dict()), flush=True)
+
+    try:
+        df = predict_folder(a.videos, a.checkpoint, a.out, heatmaps=a.heatmaps,
+                            heatmap_video=a.heatmap_video, progress=not a.no_progress,
+                            device=a.device, on_result=show, threshold=a.threshold,
+                            clips=a.clips or None, aggregate=a.aggregate)
+    except FileExistsError as err:
+        print(f"dfdetect predict: error: {err}", file=sys.stderr)
+        return 1
+    if a.out:
+        print(f"{len(df)} prediction(s) written to {a.out}/predictions.csv", file=sys.stderr)
+    return 0 if (df["label"] != ERROR).any() else 1
+
+
+def _add_train(sub: argparse._SubParsersAction) -> Runner:
+    p = sub.add_parser("train", help="train the detector on a manifest: RUN_DIR/best.pt, last.pt, "
+                       "history.csv, metrics.json and figures")
+    p.add_argument("manifest", help="manifest.csv from extract/augment (rows without a split are "
+                   "split by group)")
+    p.add_argument("run_dir", help="output folder (also where --resume looks for last.pt)")
+    p.add_argument("--config", help="JSON of RunConfig fields (e.g. an earlier RUN_DIR/config.json); "
+                   "the flags below override it. With --resume: RUN_DIR/config.json by default")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default 20)")
+    p.add_argument("--batch-size", type=int, help="clips per step, per GPU (default 8)")
+    p.add_argument("--lr", type=float, help="AdamW peak learning rate (default 1e-4)")
+    p.add_argument("--frames", type=int, help="frames per clip, T (default 20)")
+    p.add_argument("--size", type=int, help="frame side fed to the model, pixels (default 112)")
+    p.add_argument("--backbone", help="torchvision model name (default resnext50_32x4d)")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--no-pretrained", action="store_true",
+                         help="random backbone initialisation (no download)")
+    weights.add_argument("--weights", metavar="PATH",
+                         help="backbone weights file (.pth/.safetensors) instead of downloading ImageNet's")
+    p.add_argument("--hidden", type=int, help="LSTM hidden size (default 2048)")
+    p.add_argument("--workers", type=int, help="DataLoader workers (default 2)")
+    p.add_argument("--resume", action="store_true", help="continue RUN_DIR/last.pt")
+    p.add_argument("--self-blend-prob", type=float,
+                   help="chance a REAL training clip is self-blended into a FAKE (default 0)")
+    p.add_argument("--balance", choices=["sampler", "loss", "none"], help="class imbalance handling")
+    p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="mixed precision (auto)")
+    p.add_argument("--seed", type=int, help="model initialisation and sampling seed (default 0)")
+    p.add_argument("--device", help="torch device (default: this rank's GPU, else cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return _run_train
+
+
+# train flag -> (RunConfig section, field)
+_TRAIN_FLAGS = {
+    "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
+    "frames": ("data", "frames"), "size": ("data", "size"), "backbone": ("model", "backbone"),
+    "weights": ("model", "pretrained"), "hidden": ("model", "hidden"),
+    "workers": ("train", "workers"), "self_blend_prob": ("data", "self_blend_prob"),
+    "balance": ("data", "balance"), "amp": ("train", "amp"), "seed": ("train", "seed"),
+}
+
+
+def _run_train(a: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from dfdetect.config import RunConfig, from_dict, to_dict
+    from dfdetect.engine import fit
+
+    config = a.config
+    if config is None and a.resume and (Path(a.run_dir) / "config.json").is_file():
+        config = Path(a.run_dir) / "config.json"
+    cfg = to_dict(from_dict(RunConfig, json.loads(Path(config).read_text()) if config else {}))
+    for flag, (section, name) in _TRAIN_FLAGS.items():
+        if getattr(a, flag) is not None:
+            cfg[section][name] = getattr(a, flag)
+    if a.no_pretrained:
+        cfg["model"]["pretrained"] = "none"
+    result = fit(a.manifest, a.run_dir, from_dict(RunConfig, cfg), resume=a.resume,
+                 device=a.device, progress=not a.no_progress)
+    scores = result["test"] or result["val"]
+    split = "test" if result["test"] else "val"
+    print(f"best epoch {result['best_epoch']}: {split} AUC {scores['auc']}, accuracy "
+          f"{scores['accuracy']:.3f}, log loss {scores['log_loss']:.4f}; see {a.run_dir}/metrics.json")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> Runner:
+    p = sub.add_parser("export", help="turn a training checkpoint into OUT/NAME.safetensors + "
+                       "OUT/NAME.json (weights and config) for sharing")
+    p.add_argument("checkpoint", help="RUN_DIR/best.pt (or last.pt)")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--name", default="model", help="file name stem (default: model)")
+    return _run_export
+
+
+def _run_export(a: argparse.Namespace) -> int:
+    from dfdetect.checkpoint import export_model
+
+    weights, config = export_model(a.checkpoint, a.out, a.name)
+    print(f"wrote {weights} and {config}")
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> Runner:
+    p = sub.add_parser("demo", help="the whole pipeline offline on a demo set built from the shipped faces")
+    p.add_argument("out", nargs="?", default="demo_out", help="output folder (default demo_out)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 4)")
+    return _run_demo
+
+
+def _run_demo(a: argparse.Namespace) -> int:
+    from dfdetect.config import replace
+    from dfdetect.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(seed=a.seed)
+    if a.epochs:
+        cfg = DemoConfig(seed=a.seed, run=replace(cfg.run, train=replace(cfg.run.train, epochs=a.epochs)))
+    run_demo(a.out, cfg)
+    return 0
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Runner]]:
@@ -69,6 +271,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Runner]]:
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], Runner]] = [
     _add_extract,
+    _add_merge,
+    _add_augment,
+    _add_predict,
+    _add_train,
+    _add_export,
+    _add_demo,
 ]
 
 

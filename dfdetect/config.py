@@ -77,6 +77,7 @@ class ModelConfig:
     layers: int = 1  # LSTM layers
     bidirectional: bool = False  # LSTM direction
     dropout: float = 0.4  # before the linear head
+    pooling: str = "mean"  # clip summary fed to the head: "mean" of LSTM outputs over time, or "last"
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class TrainConfig:
     patience: int = 5  # early stopping on validation AUC (0 = off)
     workers: int = 2  # DataLoader workers
     seed: int = 0  # model init and sampling seed
+    calibrate: bool = True  # fit a temperature on validation logits after training (ECE before/after)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None) -> T:
 def replace(cfg: T, **changes: Any) -> T:
     """Return ``cfg`` with fields changed, strictly (unknown names raise ConfigError)."""
     merged = to_dict(cfg)
-    merged.update(changes)
+    merged.update({k: to_dict(v) if dataclasses.is_dataclass(v) else v for k, v in changes.items()})
     return from_dict(type(cfg), merged)
 
 

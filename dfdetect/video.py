@@ -138,6 +138,7 @@ def iter_frames(
         start = stream.start_time or 0
         n_yielded, index = 0, -1
         pos = 0  # position in `wanted`
+        seeked_for = -1  # the wanted frame we last seeked to: never seek twice for one target
 
         def frame_index(frame: av.VideoFrame, fallback: int) -> int:
             if frame.pts is None:
@@ -150,7 +151,9 @@ def iter_frames(
                 if wanted is not None:
                     if pos >= len(wanted):
                         return
-                    if wanted[pos] - index > SEEK_GAP:  # jump ahead: seek to the keyframe before it
+                    if wanted[pos] - index > SEEK_GAP and seeked_for != wanted[pos]:
+                        # jump ahead: seek to the keyframe before it, then decode forward
+                        seeked_for = wanted[pos]
                         target = int(start + wanted[pos] / fps / tb)
                         container.seek(target, stream=stream, backward=True, any_frame=False)
                         decoder = container.decode(stream)

@@ -1,0 +1,302 @@
+"""Clip-consistent augmentation of face clips: one parameter draw per clip, applied to every frame.
+
+A real video does not flicker, so an augmented copy must not either: :func:`draw_params` draws
+one :class:`ClipParams` per clip (flip, rotation, brightness, contrast, blur, noise level,
+JPEG/H.264 re-compression) and :func:`apply_params` applies it to all ``T`` frames at once as a
+``(T, C, H, W)`` tensor with torchvision's ``transforms.v2``. Noise is the one per-frame
+quantity: its level is the clip's, its pattern is new each frame (as sensor noise is), from a
+generator seeded by the clip's parameters, never from global random state.
+
+Self-blending (a REAL face blended with a jittered copy of itself, a pseudo-FAKE:
+:func:`self_blend`) lives in :mod:`dfdetect.selfblend`, and writing augmented and self-blended
+copies into a manifest (:func:`augment_manifest`) in :mod:`dfdetect.augment_copies`; both are
+importable from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torchvision.transforms.v2 import functional as F
+
+from dfdetect import video
+
+REFERENCE_SIZE = 224  # pixel-valued parameters (blur sigma) are given for a face of this side
+KEYPOINT_SWAP = (1, 0, 2, 3, 5, 4)  # a mirrored face's right eye/ear is the original's left one
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges of the clip-consistent augmentations (each transform is on with its probability)."""
+
+    flip_prob: float = 0.5  # horizontal flip
+    rotate_prob: float = 0.5  # in-plane rotation ...
+    max_angle: float = 10.0  # ... uniform in [-max_angle, max_angle] degrees
+    brightness_prob: float = 0.5  # brightness gain ...
+    brightness: float = 0.2  # ... uniform in [1 - b, 1 + b]
+    contrast_prob: float = 0.5  # contrast around the clip's mean grey ...
+    contrast: float = 0.2  # ... factor uniform in [1 - c, 1 + c]
+    blur_prob: float = 0.3  # Gaussian blur ...
+    blur_sigma: tuple[float, float] = (0.5, 1.5)  # ... sigma range, pixels of a 224-px face
+    noise_prob: float = 0.3  # Gaussian noise ...
+    noise_std: tuple[float, float] = (2.0, 8.0)  # ... std range, in 0-255 intensity units
+    compress_prob: float = 0.5  # re-compression, JPEG or H.264 with equal chance ...
+    jpeg_quality: tuple[int, int] = (30, 90)  # ... JPEG quality range
+    h264_crf: tuple[int, int] = (23, 40)  # ... H.264 CRF range (higher = worse)
+
+
+@dataclass(frozen=True)
+class ClipParams:
+    """One clip's augmentation; the defaults are the identity.
+
+    Attributes:
+        flip: Mirror left-right.
+        angle: Counter-clockwise rotation about the centre, degrees.
+        brightness: Gain (1 = unchanged).
+        contrast: Factor around the clip's mean grey (1 = unchanged).
+        blur_sigma: Gaussian blur sigma in pixels of a 224-px face (0 = none).
+        noise_std: Gaussian noise std in 0-255 units (0 = none).
+        noise_seed: Seed of the per-frame noise patterns.
+        codec: Re-compression: "none", "jpeg" or "h264".
+        quality: JPEG quality (1-100) or H.264 CRF (0-51).
+    """
+
+    flip: bool = False
+    angle: float = 0.0
+    brightness: float = 1.0
+    contrast: float = 1.0
+    blur_sigma: float = 0.0
+    noise_std: float = 0.0
+    noise_seed: int = 0
+    codec: str = "none"
+    quality: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values."""
+        return dataclasses.asdict(self)
+
+
+def draw_params(rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) -> ClipParams:
+    """Draw one clip's parameters.
+
+    Every value is drawn whether or not its transform is on, so the stream of draws (and thus
+    every other parameter) does not depend on which transforms happened to be switched on.
+    """
+    on = rng.random(7) < [cfg.flip_prob, cfg.rotate_prob, cfg.brightness_prob, cfg.contrast_prob,
+                          cfg.blur_prob, cfg.noise_prob, cfg.compress_prob]
+    angle = rng.uniform(-cfg.max_angle, cfg.max_angle)
+    brightness = rng.uniform(1 - cfg.brightness, 1 + cfg.brightness)
+    contrast = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast)
+    blur, noise = rng.uniform(*cfg.blur_sigma), rng.uniform(*cfg.noise_std)
+    noise_seed = int(rng.integers(2**31))
+    codec = "jpeg" if rng.random() < 0.5 else "h264"
+    quality = int(rng.integers(*cfg.jpeg_quality, endpoint=True) if codec == "jpeg"
+                  else rng.integers(*cfg.h264_crf, endpoint=True))
+    return ClipParams(
+        flip=bool(on[0]), angle=round(float(angle), 3) if on[1] else 0.0,
+        brightness=round(float(brightness), 4) if on[2] else 1.0,
+        contrast=round(float(contrast), 4) if on[3] else 1.0,
+        blur_sigma=round(float(blur), 3) if on[4] else 0.0,
+        noise_std=round(float(noise), 3) if on[5] else 0.0, noise_seed=noise_seed,
+        codec=codec if on[6] else "none", quality=quality if on[6] else 0,
+    )
+
+
+def to_tensor(clip: np.ndarray) -> torch.Tensor:
+    """``(T, H, W, 3) uint8`` numpy -> ``(T, 3, H, W) uint8`` tensor (a view when possible)."""
+    if not isinstance(clip, np.ndarray) or clip.ndim != 4 or clip.shape[-1] != 3 or clip.dtype != np.uint8:
+        raise ValueError(f"expected a (T, H, W, 3) uint8 RGB clip, got {getattr(clip, 'dtype', type(clip))} "
+                         f"{getattr(clip, 'shape', '')}")
+    return torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2)
+
+
+def to_numpy(x: torch.Tensor) -> np.ndarray:
+    """``(T, 3, H, W) uint8`` tensor -> ``(T, H, W, 3) uint8`` contiguous numpy."""
+    return np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
+
+
+def clip_contrast(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Contrast of a ``(T, 3, H, W)`` clip around the **clip's** mean grey (one pivot for all frames).
+
+    torchvision pivots on each image's own mean; viewing the clip as one tall image makes the
+    mapping from input to output pixel values identical on every frame.
+    """
+    t, c, h, w = x.shape
+    tall = x.permute(1, 0, 2, 3).reshape(c, t * h, w)
+    return F.adjust_contrast(tall, factor).reshape(c, t, h, w).permute(1, 0, 2, 3)
+
+
+def jpeg_roundtrip(clip: np.ndarray, quality: int) -> np.ndarray:
+    """JPEG-encode and decode every ``(H, W, 3) uint8`` RGB frame at ``quality`` (OpenCV's
+    libjpeg; torchvision's JPEG functions are deprecated from 0.29)."""
+    out = np.empty_like(clip)
+    for t, frame in enumerate(clip):
+        ok, buf = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+        if not ok:
+            raise ValueError(f"JPEG encoding failed at quality {quality}")
+        out[t] = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return out
+
+
+def h264_roundtrip(clip: np.ndarray, crf: int, fps: float = 25.0) -> np.ndarray:
+    """Encode ``(T, H, W, 3) uint8`` frames with H.264 at ``crf`` and decode them back.
+
+    Odd sides are padded by edge replication for the encoder and cropped off again.
+    """
+    t, h, w, _ = clip.shape
+    padded = np.pad(clip, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    with tempfile.TemporaryDirectory(prefix="dfdetect-h264-") as tmp:
+        path = Path(tmp) / "clip.mp4"
+        video.write_video(path, padded, fps=fps, crf=crf)
+        out = video.read_all_frames(path)
+    if len(out) != t:  # never seen with libx264; a shorter decode would misalign labels
+        raise video.VideoError(f"H.264 round trip returned {len(out)} of {t} frames")
+    return np.ascontiguousarray(out[:, :h, :w])
+
+
+def apply_params(clip: np.ndarray, p: ClipParams) -> np.ndarray:
+    """Apply one clip's parameters to all of its frames.
+
+    Args:
+        clip: ``(T, H, W, 3) uint8`` RGB frames.
+        p: The clip's parameters (from :func:`draw_params`).
+
+    Returns:
+        ``(T, H, W, 3) uint8`` RGB frames (a new array).
+    """
+    x = to_tensor(clip)
+    if p.flip:
+        x = F.horizontal_flip(x)
+    if p.angle:
+        x = F.rotate(x, p.angle, interpolation=F.InterpolationMode.BILINEAR)
+    if p.brightness != 1.0:
+        x = F.adjust_brightness(x, p.brightness)
+    if p.contrast != 1.0:
+        x = clip_contrast(x, p.contrast)
+    if p.blur_sigma > 0:
+        sigma = p.blur_sigma * x.shape[-1] / REFERENCE_SIZE
+        k = 2 * int(np.ceil(3 * sigma)) + 1
+        x = F.gaussian_blur(x, [k, k], [sigma, sigma])
+    if p.noise_std > 0:
+        gen = torch.Generator().manual_seed(p.noise_seed)
+        noise = torch.randn(x.shape, generator=gen) * p.noise_std
+        x = (x.float() + noise).round_().clamp_(0, 255).to(torch.uint8)
+    out = to_numpy(x)
+    if p.codec == "jpeg":
+        out = jpeg_roundtrip(out, p.quality)
+    elif p.codec == "h264":
+        out = h264_roundtrip(out, p.quality)
+    return out
+
+
+def augment_clip(clip: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()
+                 ) -> tuple[np.ndarray, ClipParams]:
+    """Draw parameters once and apply them to every frame: ``(T, H, W, 3) -> (T, H, W, 3)``."""
+    params = draw_params(rng, cfg)
+    return apply_params(clip, params), params
+
+
+def transform_keypoints(keypoints: np.ndarray, p: ClipParams, size: tuple[int, int]) -> np.ndarray:
+    """Move face keypoints the way :func:`apply_params` moves the pixels under them.
+
+    Args:
+        keypoints: ``(N, 6, 2) float32`` (x, y) in crop pixels (continuous: pixel i spans [i, i+1)).
+        p: The clip's parameters (only flip and rotation move points).
+        size: The frames' ``(H, W)``.
+
+    Returns:
+        ``(N, 6, 2) float32``; after a flip the right/left eye and ear entries are swapped so
+        each keeps its anatomical meaning. NaN points stay NaN.
+    """
+    kp = torch.as_tensor(np.asarray(keypoints, np.float32)).clone() - 0.5  # torchvision: pixel centres
+    if p.flip:
+        kp = F.horizontal_flip_keypoints(kp, canvas_size=size)[:, list(KEYPOINT_SWAP)]
+    if p.angle:
+        kp = F.rotate_keypoints(kp, canvas_size=size, angle=p.angle)[0]
+    return (kp + 0.5).numpy().astype(np.float32)
+
+
+def _frames_to_show(clip: np.ndarray, count: int) -> np.ndarray:
+    return video.uniform_indices(len(clip), min(count, len(clip)))
+
+
+def augmentation_figure(clip: np.ndarray, seed: int = 0, cfg: AugmentConfig = AugmentConfig(),
+                        frames: int = 4, keypoints: np.ndarray | None = None):
+    """The same frames before and after each transform, one row per transform.
+
+    Each row switches one transform on (its parameter drawn from ``cfg``'s range, printed in
+    the row title) and applies it to the whole clip, so the row shows it is the same on every
+    frame. With ``keypoints`` a last row shows a self-blended clip and its mask's outline.
+
+    Args:
+        clip: ``(T, H, W, 3) uint8`` RGB face clip.
+        seed: Seed of the parameter draws.
+        cfg: Parameter ranges.
+        frames: Number of frames (columns) shown, evenly spaced.
+        keypoints: Optional ``(T, 6, 2)`` face keypoints (crop pixels) for the self-blend row.
+
+    Returns:
+        A matplotlib ``Figure`` (not shown; display it or ``fig.savefig(...)``).
+    """
+    from matplotlib.figure import Figure
+
+    rng = np.random.default_rng(seed)
+    drawn = draw_params(rng, cfg)
+    rows: list[tuple[str, np.ndarray]] = [("original", clip)]
+    singles = {
+        "flip": ClipParams(flip=True),
+        f"rotate {drawn.angle or cfg.max_angle:+.1f} deg": ClipParams(angle=drawn.angle or cfg.max_angle),
+        f"brightness x{drawn.brightness:.2f}": ClipParams(brightness=drawn.brightness),
+        f"contrast x{drawn.contrast:.2f}": ClipParams(contrast=drawn.contrast),
+        f"noise std {drawn.noise_std or cfg.noise_std[1]:.1f}":
+            ClipParams(noise_std=drawn.noise_std or cfg.noise_std[1], noise_seed=drawn.noise_seed),
+        f"blur sigma {drawn.blur_sigma or cfg.blur_sigma[1]:.2f}":
+            ClipParams(blur_sigma=drawn.blur_sigma or cfg.blur_sigma[1]),
+        f"JPEG q{cfg.jpeg_quality[0]}": ClipParams(codec="jpeg", quality=cfg.jpeg_quality[0]),
+        f"H.264 crf {cfg.h264_crf[1]}": ClipParams(codec="h264", quality=cfg.h264_crf[1]),
+    }
+    rows += [(name, apply_params(clip, p)) for name, p in singles.items()]
+    if keypoints is not None:
+        from dfdetect.selfblend import self_blend
+
+        blended, mask, bp = self_blend(clip, keypoints, rng)
+        rows.append((f"self-blend ({bp.mask}, ratio {bp.ratio:.2f})", blended))
+    cols = _frames_to_show(clip, frames)
+    fig = Figure(figsize=(1.8 * len(cols), 1.9 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), len(cols), squeeze=False)
+    for r, (name, frames_r) in enumerate(rows):
+        for c, t in enumerate(cols):
+            ax = axes[r, c]
+            ax.imshow(frames_r[t])
+            if keypoints is not None and r == len(rows) - 1:
+                ax.contour(mask[t], levels=[0.5 * max(float(mask[t].max()), 1e-6)], colors="yellow",
+                           linewidths=0.8)
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"frame {t}", fontsize=8)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+    return fig
+
+
+# self-blending and manifest copies live in their own modules; importable from here too (lazily,
+# so that those modules can import this one without a cycle)
+_LAZY = {
+    "SelfBlendConfig": "selfblend", "BlendParams": "selfblend", "self_blend": "selfblend",
+    "face_masks": "selfblend",
+    "AugmentError": "augment_copies", "augment_manifest": "augment_copies",
+    "copy_rng": "augment_copies", "plan_copies": "augment_copies",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"dfdetect.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'dfdetect.augment' has no attribute {name!r}")

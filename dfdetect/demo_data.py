@@ -1,0 +1,389 @@
+"""The offline demo data set: small labelled REAL and FAKE videos made from the shipped real faces.
+
+REAL clips are segments of the real talking-head video and the still portraits filmed by a
+smooth virtual camera (pan, zoom, roll, lighting; :mod:`dfdetect.synth`). FAKE clips are made
+from REAL clips by the two manipulations of :mod:`dfdetect.fakes`: a face swap (another
+person's face, colour-matched and blended) and a mouth reenactment (lip-sync-like warp). The
+``group`` of a clip is the person its REAL footage shows, so a group-aware split never puts a
+fake in another split than the clip it was made from (obama.jpg and obama2.jpg are one group).
+
+The set shows that the pipeline works end to end; it is far too small and its fakes far too
+simple to say anything about accuracy on real deepfakes. Nothing is copied or downloaded:
+the faces are read from ``data/sample`` (licences in its FACES_LICENCES.md).
+
+Layout of ``out_dir``: ``videos/*.mp4``, ``labels.csv`` (``file,label,group,manipulation,donor``,
+``file`` relative to ``videos/``) and ``demo.json`` (the settings it was built with).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from dfdetect import fakes, synth, video
+from dfdetect.io import atomic_write_text, remove_stale_temporaries
+from dfdetect.labels import FAKE, REAL, int_to_label
+
+log = logging.getLogger(__name__)
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
+REAL_VIDEO = "WolfgangLanger_Pexels.mp4"
+IDENTITIES = {  # sample file -> the person it shows (the group of every clip made from it)
+    REAL_VIDEO: "pexels_woman", "astronaut.png": "collins", "grace_hopper.jpg": "hopper",
+    "obama.jpg": "obama", "obama2.jpg": "obama", "biden.jpg": "biden", "camera.png": "cameraman",
+}
+PORTRAITS = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg", "biden.jpg",
+             "camera.png")
+DONORS = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "biden.jpg", REAL_VIDEO)  # frontal
+PROFILE = ("camera.png",)  # turned heads: a frontal face swapped onto them is implausible
+NONE = "none"  # the manipulation of REAL clips
+LABELS_NAME = "labels.csv"
+SETTINGS_NAME = "demo.json"
+VERSION = 1  # bump when the clips this module makes change, so old folders are not mixed in
+
+
+class DemoDataError(RuntimeError):
+    """The demo data set cannot be built; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """What the demo data set contains."""
+
+    frames: int = 48  # frames per clip
+    size: tuple[int, int] = (320, 320)  # clip (width, height), even numbers (H.264)
+    fps: float = 24.0  # frame rate of every clip
+    video_segments: int = 4  # REAL clips cut from the real video (evenly spaced)
+    portraits: tuple[str, ...] = PORTRAITS  # photos animated into REAL clips
+    portrait_clips: int = 2  # REAL clips per photo, each with its own camera path
+    face_fraction: float = 0.4  # face box side / clip side when filming a photo
+    crf: int = 20  # H.264 quality of the written clips
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """One clip of the demo set.
+
+    Attributes:
+        name: File stem, unique.
+        label: "REAL" or "FAKE".
+        group: Person of the REAL footage (see the module docstring).
+        manipulation: "none", "swap" or "reenact".
+        source: Sample file the REAL footage comes from.
+        index: Segment (video) or camera path (photo) number.
+        target: For a FAKE, the name of the REAL clip it is made from ("" for REAL).
+    """
+
+    name: str
+    label: str
+    group: str
+    manipulation: str
+    source: str
+    index: int
+    target: str = ""
+
+
+@dataclass(frozen=True)
+class DemoData:
+    """A built demo data set.
+
+    Attributes:
+        root: The output folder.
+        videos: Folder of the clips.
+        labels_csv: The labels CSV (``file`` relative to ``videos``).
+        table: Its rows (``file,label,group,manipulation,donor``).
+    """
+
+    root: Path
+    videos: Path
+    labels_csv: Path
+    table: pd.DataFrame
+
+
+def plan_demo(spec: DemoSpec = DemoSpec()) -> list[ClipPlan]:
+    """List the clips of the demo set (no I/O; the same for every seed).
+
+    Every real-video segment gets one fake of each kind (its real motion suits both); the
+    clips of a photo alternate swap and reenact (turned heads are only reenacted).
+
+    Returns:
+        REAL clips, each followed by the FAKE clips made from it.
+    """
+    unknown = sorted(set(spec.portraits) - set(PORTRAITS))
+    if unknown:
+        raise DemoDataError(f"unknown portrait(s) {unknown}; choose from {list(PORTRAITS)}")
+    plans: list[ClipPlan] = []
+    for i in range(spec.video_segments):
+        real = ClipPlan(f"real_video_s{i}", int_to_label(REAL), IDENTITIES[REAL_VIDEO], NONE,
+                        REAL_VIDEO, i)
+        plans += [real, *(_fake(real, kind) for kind in fakes.MANIPULATIONS)]
+    for photo in spec.portraits:
+        stem = Path(photo).stem
+        for k in range(spec.portrait_clips):
+            real = ClipPlan(f"real_{stem}_c{k}", int_to_label(REAL), IDENTITIES[photo], NONE,
+                            photo, k)
+            kind = fakes.REENACT if photo in PROFILE else fakes.MANIPULATIONS[k % 2]
+            plans += [real, _fake(real, kind)]
+    return plans
+
+
+def _fake(real: ClipPlan, kind: str) -> ClipPlan:
+    name = f"fake_{kind}_{real.name.removeprefix('real_')}"
+    return dataclasses.replace(real, name=name, label=int_to_label(FAKE), manipulation=kind,
+                               target=real.name)
+
+
+def clip_rng(seed: int, name: str) -> np.random.Generator:
+    """The random generator of one clip: depends on the seed and the clip's name only."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def track_keypoints(frames: np.ndarray, cropper: Any, window: int = 5) -> np.ndarray:
+    """Keypoints of the largest face in every frame, gaps interpolated, smoothed over time.
+
+    Args:
+        frames: ``(T, H, W, 3) uint8`` RGB.
+        cropper: A :class:`dfdetect.faces.FaceCropper`.
+        window: Moving-average length in frames.
+
+    Returns:
+        ``(T, 6, 2) float64`` frame pixels.
+
+    Raises:
+        DemoDataError: No face in any frame.
+    """
+    kps = np.full((len(frames), 6, 2), np.nan)
+    for t, frame in enumerate(frames):
+        boxes = cropper.detect(frame)
+        if boxes:
+            kps[t] = max(boxes, key=lambda b: b.area).keypoints
+    found = ~np.isnan(kps).any(axis=(1, 2))
+    if not found.any():
+        raise DemoDataError("no face found in a demo clip; is data/sample intact?")
+    idx = np.arange(len(frames))
+    flat = kps.reshape(len(frames), -1)
+    for j in range(flat.shape[1]):
+        flat[:, j] = np.interp(idx, idx[found], flat[found, j])
+    return fakes.smooth_series(flat.reshape(kps.shape), window)
+
+
+class _Sources:
+    """The sample faces, loaded once: photos with their face, the video's segments, donors."""
+
+    def __init__(self, sample_dir: Path, spec: DemoSpec, cropper: Any):
+        self.dir, self.spec, self.cropper = sample_dir, spec, cropper
+        self._photos: dict[str, tuple[np.ndarray, np.ndarray, Any]] = {}
+        self._video_face: tuple[np.ndarray, np.ndarray] | None = None
+
+    def photo(self, name: str) -> tuple[np.ndarray, np.ndarray, Any]:
+        """``(image (H, W, 3), keypoints (6, 2), box)`` of a sample photo."""
+        if name not in self._photos:
+            image = synth.load_rgb(self.dir / name)
+            boxes = self.cropper.detect(image)
+            if not boxes:
+                raise DemoDataError(f"{self.dir / name}: no face found; is data/sample intact?")
+            box = max(boxes, key=lambda b: b.area)
+            self._photos[name] = (image, box.keypoints.astype(np.float64), box)
+        return self._photos[name]
+
+    def donor(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(image, keypoints (6, 2))`` of a face to swap in (the video's middle frame for it)."""
+        if name != REAL_VIDEO:
+            return self.photo(name)[:2]
+        if self._video_face is None:
+            path = self.dir / REAL_VIDEO
+            middle = video.probe(path).frames // 2
+            frame = next(f for i, f in video.iter_frames(path) if i >= middle)
+            boxes = self.cropper.detect(frame)
+            if not boxes:
+                raise DemoDataError(f"{path}: no face in its middle frame; is data/sample intact?")
+            self._video_face = (frame, boxes[0].keypoints.astype(np.float64))
+        return self._video_face
+
+    def film_photo(self, plan: ClipPlan, rng: np.random.Generator) -> np.ndarray:
+        """Film a photo with a camera path drawn from ``rng``: ``(T, H, W, 3) uint8``."""
+        image, _, box = self.photo(plan.source)
+        spec = self.spec
+        # the square of the photo the clip sees: the face at face_fraction of it, but kept
+        # inside the photo with room for the camera's motion (beyond it the frame is mirrored)
+        h, w = image.shape[:2]
+        side = min(max(box.width, box.height) / spec.face_fraction, 0.85 * min(h, w))
+        centre = (float(np.clip(box.center[0], side / 2, w - side / 2)),  # a little chin and neck
+                  float(np.clip(box.center[1] + 0.1 * box.height, side / 2, h - side / 2)))
+        path = synth.CameraPath(
+            pan=rng.uniform(0.02, 0.05), zoom=rng.uniform(0.04, 0.08), roll=rng.uniform(2, 5),
+            light=rng.uniform(0.1, 0.2), cycles=rng.uniform(0.6, 1.2),
+            phase=2 * np.pi * plan.index / max(spec.portrait_clips, 1) + rng.uniform(0, 0.5),
+        )
+        scale = min(spec.size) / side
+        ts = np.linspace(0, 1, spec.frames, endpoint=False)
+        return np.stack([synth.camera_frame(image, t, spec.size, path, centre, scale) for t in ts])
+
+    def video_segment(self, index: int) -> np.ndarray:
+        """Segment ``index`` of the real video, scaled to the clip height and cropped around the
+        face: ``(T, H, W, 3) uint8``."""
+        path, spec = self.dir / REAL_VIDEO, self.spec
+        total = video.probe(path).frames
+        if total < spec.frames:
+            raise DemoDataError(f"{path}: {total} frames, fewer than the {spec.frames} asked for")
+        starts = np.linspace(0, total - spec.frames, max(spec.video_segments, 1)).round()
+        start = int(starts[index])
+        # stream from the start (no seeking): the file is short and decoding it is cheap
+        raw = [f for i, f in video.iter_frames(path, max_frames=start + spec.frames) if i >= start]
+        return self._crop_to_face(np.stack(raw[:spec.frames]))
+
+    def _crop_to_face(self, frames: np.ndarray) -> np.ndarray:
+        width, height = self.spec.size
+        h, w = frames.shape[1:3]
+        scale = max(height / h, width / w)
+        size = (max(int(np.ceil(w * scale)), width), max(int(np.ceil(h * scale)), height))
+        resized = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+        boxes = self.cropper.detect(resized[0])
+        cx = max(boxes, key=lambda b: b.area).center[0] if boxes else size[0] / 2
+        cy = max(boxes, key=lambda b: b.area).center[1] if boxes else size[1] / 2
+        x0 = int(np.clip(cx - width / 2, 0, size[0] - width))
+        y0 = int(np.clip(cy - height / 2, 0, size[1] - height))
+        return np.ascontiguousarray(resized[:, y0:y0 + height, x0:x0 + width])
+
+
+# --------------------------------------------------------------------------- building
+
+
+def choose_donor(plan: ClipPlan, seed: int) -> str:
+    """The sample file whose face a swap clip receives (another person; "" for other clips)."""
+    if plan.manipulation != fakes.SWAP:
+        return ""
+    choices = [d for d in DONORS if IDENTITIES[d] != plan.group]
+    return choices[int(clip_rng(seed, plan.name + "/donor").integers(len(choices)))]
+
+
+def _render_real(plan: ClipPlan, sources: _Sources, seed: int) -> np.ndarray:
+    if plan.source == REAL_VIDEO:
+        return sources.video_segment(plan.index)
+    return sources.film_photo(plan, clip_rng(seed, plan.name))
+
+
+def _render_fake(plan: ClipPlan, real: np.ndarray, keypoints: np.ndarray, sources: _Sources,
+                 seed: int) -> fakes.FakeClip:
+    rng = clip_rng(seed, plan.name)
+    if plan.manipulation == fakes.SWAP:
+        image, donor_kp = sources.donor(choose_donor(plan, seed))
+        return fakes.face_swap(real, keypoints, image, donor_kp, rng=rng)
+    return fakes.face_reenact(real, keypoints, rng=rng, fps=sources.spec.fps)
+
+
+def _build_real_and_fakes(real: ClipPlan, derived: list[ClipPlan], sources: _Sources,
+                          videos: Path, seed: int) -> None:
+    """Write a REAL clip and the FAKE clips made from it, skipping files already there."""
+    frames = _render_real(real, sources, seed)  # deterministic: rebuilt even when written
+    spec = sources.spec
+    if not (videos / f"{real.name}.mp4").exists():
+        video.write_video(videos / f"{real.name}.mp4", frames, fps=spec.fps, crf=spec.crf)
+    missing = [p for p in derived if not (videos / f"{p.name}.mp4").exists()]
+    if not missing:
+        return
+    keypoints = track_keypoints(frames, sources.cropper)
+    for plan in missing:
+        fake = _render_fake(plan, frames, keypoints, sources, seed)
+        video.write_video(videos / f"{plan.name}.mp4", fake.frames, fps=spec.fps, crf=spec.crf)
+
+
+def _check_settings(out: Path, spec: DemoSpec, seed: int) -> None:
+    """Refuse to mix clips built with other settings into ``out``; record the settings."""
+    settings = json.loads(json.dumps({"version": VERSION, "seed": seed,
+                                      "spec": dataclasses.asdict(spec)}))
+    path = out / SETTINGS_NAME
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != settings:
+            raise DemoDataError(
+                f"{out} holds a demo data set built with other settings ({old}); delete the "
+                f"folder or choose another one to build with {settings}"
+            )
+        return
+    atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+
+
+def labels_table(plans: list[ClipPlan], seed: int) -> pd.DataFrame:
+    """The labels CSV's rows: ``file,label,group,manipulation,donor`` (donor: who is swapped in)."""
+    rows = [{"file": f"{p.name}.mp4", "label": p.label, "group": p.group,
+             "manipulation": p.manipulation,
+             "donor": IDENTITIES.get(choose_donor(p, seed), "")} for p in plans]
+    return pd.DataFrame(rows, columns=["file", "label", "group", "manipulation", "donor"])
+
+
+def _check_inputs(spec: DemoSpec, sample: Path) -> Path:
+    """Check the spec and that the sample faces are there; return the sample folder."""
+    if spec.size[0] % 2 or spec.size[1] % 2 or spec.frames < 1:
+        raise DemoDataError(f"size must be even (H.264) and frames >= 1, got size {spec.size}, "
+                            f"frames {spec.frames}")
+    needed = {REAL_VIDEO, *spec.portraits, *DONORS}
+    missing = sorted(n for n in needed if not (sample / n).is_file())
+    if missing:
+        raise DemoDataError(f"{sample}: missing {missing}; run from a clone of the repository "
+                            "(data/sample ships with it) or pass sample_dir")
+    return sample
+
+
+def build_demo_dataset(
+    out_dir: str | Path, *, seed: int = 0, spec: DemoSpec | None = None,
+    sample_dir: str | Path | None = None, progress: bool = True, **changes: Any,
+) -> DemoData:
+    """Build (or finish building) the demo data set in ``out_dir``.
+
+    Deterministic for a seed; a rerun reuses the clips already written (each is written
+    atomically, so an interrupted run leaves no half-written file).
+
+    Args:
+        out_dir: Output folder (``videos/``, ``labels.csv``, ``demo.json``).
+        seed: Seed of every random choice (camera paths, donors, manipulation parameters).
+        spec: What to build (default :class:`DemoSpec`).
+        sample_dir: Folder of the shipped faces (default the repository's ``data/sample``).
+        progress: Show a progress bar.
+        **changes: Fields of ``spec`` to change, e.g. ``frames=32`` or ``size=(256, 256)``.
+
+    Returns:
+        The DemoData (paths and the labels table).
+
+    Raises:
+        DemoDataError: ``out_dir`` was built with other settings, or the sample faces are missing.
+    """
+    spec = dataclasses.replace(spec or DemoSpec(), **changes)
+    sample = _check_inputs(spec, Path(sample_dir) if sample_dir is not None else SAMPLE_DIR)
+    out = Path(out_dir)
+    videos = out / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, spec, seed)
+    remove_stale_temporaries(videos)
+    plans = plan_demo(spec)
+    reals = [p for p in plans if p.manipulation == NONE]
+    derived = {r.name: [p for p in plans if p.target == r.name] for r in reals}
+    todo = [r for r in reals
+            if any(not (videos / f"{p.name}.mp4").exists() for p in [r, *derived[r.name]])]
+    if todo:
+        from dfdetect.faces import FaceCropper  # MediaPipe: only when something is built
+
+        with FaceCropper() as cropper:
+            sources = _Sources(sample, spec, cropper)
+            for real in tqdm(todo, desc="demo clips", disable=not progress):
+                _build_real_and_fakes(real, derived[real.name], sources, videos, seed)
+    table = labels_table(plans, seed)
+    labels_csv = out / LABELS_NAME
+    atomic_write_text(labels_csv, table.to_csv(index=False))
+    counts = table["label"].value_counts()
+    log.info("demo data set in %s: %d REAL and %d FAKE clips (%d sources (re)built now)", out,
+             counts.get("REAL", 0), counts.get("FAKE", 0), len(todo))
+    return DemoData(root=out, videos=videos, labels_csv=labels_csv, table=table)

@@ -1,0 +1,97 @@
+"""Training and evaluation figures. Every function returns a ``matplotlib.figure.Figure``.
+
+Figures are built with the object-oriented API (``Figure()``, not ``pyplot``), so nothing here
+selects a backend, opens a window or keeps global figure state: the library works the same
+headless, in tests and in notebooks (where a returned Figure displays itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from dfdetect.io import atomic_path
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` as a PNG atomically and return the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")  # layout="constrained" already fits the margins
+    return path
+
+
+def training_curves(history: pd.DataFrame) -> Figure:
+    """Loss, accuracy and AUC per epoch, train vs val.
+
+    Args:
+        history: One row per epoch with ``epoch`` and ``train_``/``val_`` + ``loss``,
+            ``accuracy``, ``auc`` columns (``RUN_DIR/history.csv``).
+    """
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for ax, name in zip(axes, ("loss", "accuracy", "auc")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            col = f"{split}_{name}"
+            if col in history:
+                ax.plot(history["epoch"], history[col], style, label=split, markersize=4)
+        ax.set(xlabel="epoch", title=name if name != "auc" else "ROC AUC")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
+
+
+def confusion_matrix_figure(matrix: list | np.ndarray, title: str = "Confusion matrix") -> Figure:
+    """Heatmap of a ``(2, 2)`` confusion matrix ``[[TN, FP], [FN, TP]]`` (rows = true class)."""
+    import seaborn as sns  # imported here: seaborn pulls in pyplot, which the library avoids
+
+    fig = Figure(figsize=(4.2, 3.6), layout="constrained")
+    ax = fig.subplots()
+    names = ["REAL", "FAKE"]
+    sns.heatmap(np.asarray(matrix), annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax,
+                xticklabels=names, yticklabels=names)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    return fig
+
+
+def roc_figure(labels: np.ndarray, scores: np.ndarray, title: str = "ROC curve") -> Figure:
+    """ROC curve of P(fake) ``scores (N,)`` against 0/1 ``labels (N,)``, with its AUC."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig = Figure(figsize=(4.2, 4), layout="constrained")
+    ax = fig.subplots()
+    if len(np.unique(labels)) == 2:
+        fpr, tpr, _ = roc_curve(labels, scores)
+        ax.plot(fpr, tpr, label=f"AUC = {roc_auc_score(labels, scores):.3f}")
+    else:
+        ax.text(0.5, 0.5, "one class only: no ROC", ha="center")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="chance")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title,
+           xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right")
+    return fig
+
+
+def reliability_figure(curves: Mapping[str, Mapping], title: str = "Reliability") -> Figure:
+    """Reliability diagram: fraction FAKE vs mean P(fake) per bin, one curve per entry.
+
+    Args:
+        curves: Name (e.g. "model", "calibrated") -> :func:`dfdetect.metrics.reliability` output
+            (``confidence``, ``frequency``, ``count`` per bin and ``ece``).
+        title: Axes title.
+    """
+    fig = Figure(figsize=(4.2, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
+    for (name, r), style in zip(curves.items(), ("-o", "-s", "-^", "-v")):
+        ok = np.asarray(r["count"]) > 0
+        ax.plot(np.asarray(r["confidence"])[ok], np.asarray(r["frequency"])[ok], style,
+                label=f"{name} (ECE {r['ece']:.3f})")
+    ax.set(xlabel="mean predicted P(fake)", ylabel="fraction FAKE", title=title,
+           xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left")
+    return fig

@@ -1,0 +1,107 @@
+"""Face videos with known keypoints, made from the real portraits in data/sample (test helper).
+
+Each clip is a moving, slightly rotating and zooming square crop around a portrait's face, so
+its BlazeFace keypoints in every frame follow exactly from the crop's affine map. The keypoints
+of the still photos were measured once with dfdetect.faces.FaceCropper (full-range model).
+Writes what extraction writes: faces/<video_id>.mp4, its .npz sidecar and manifest.csv.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from dfdetect import manifest, synth, video
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+
+# portrait -> (box x1, y1, x2, y2; keypoints: right eye, left eye, nose, mouth, right ear, left ear)
+FACES = {
+    "astronaut.png": ((173, 67, 276, 170),
+                      ((203, 103), (248, 106), (224, 132), (223, 149), (179, 108), (271, 112))),
+    "grace_hopper.jpg": ((166, 130, 365, 329),
+                         ((227, 192), (307, 192), (271, 234), (271, 274), (181, 215), (346, 214))),
+    "obama.jpg": ((354, 133, 641, 420),
+                  ((448, 220), (552, 224), (502, 287), (499, 341), (387, 250), (607, 258))),
+    "obama2.jpg": ((141, 271, 491, 621),
+                   ((250, 375), (376, 385), (281, 452), (288, 524), (222, 419), (490, 442))),
+    "biden.jpg": ((424, 228, 758, 562),
+                  ((541, 325), (655, 354), (607, 421), (581, 480), (418, 327), (681, 383))),
+    "camera.png": ((200, 122, 277, 199),
+                   ((238, 145), (249, 151), (255, 172), (242, 182), (196, 135), (233, 148))),
+}
+_IMAGES: dict[str, np.ndarray] = {}
+
+
+def face_clip(name: str, frames: int = 16, size: int = 224, phase: float = 0.0, move: float = 0.04,
+              roll: float = 3.0, margin: float = 0.3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A face clip of portrait ``name`` and its per-frame keypoints.
+
+    Returns:
+        ``clip (T, size, size, 3) uint8`` RGB, ``keypoints (T, 6, 2) float32`` in crop pixels and
+        ``regions (T, 4) int32`` (the square of the photo each frame shows, like extraction's).
+    """
+    if name not in _IMAGES:
+        _IMAGES[name] = synth.load_rgb(SAMPLE / name)
+    img = _IMAGES[name]
+    box, kp = (np.asarray(v, np.float64) for v in FACES[name])
+    centre, side = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]).max() * (1 + 2 * margin)
+    clip, kps, regions = [], [], []
+    for t in np.linspace(0, 1, frames, endpoint=False):
+        ang = 2 * np.pi * t + phase
+        c = centre + move * side * np.array([np.sin(ang), np.cos(0.8 * ang)])
+        scale = size / side * (1 + 0.04 * np.sin(ang))
+        m = cv2.getRotationMatrix2D((float(c[0]), float(c[1])), roll * np.sin(0.7 * ang), scale)
+        m[:, 2] += size / 2 - c
+        frame = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REFLECT101)
+        gain = 1 + 0.1 * np.sin(0.5 * ang)
+        clip.append(np.clip(frame * gain, 0, 255).astype(np.uint8))
+        kps.append(kp @ m[:, :2].T + m[:, 2])
+        half = side / 2 / (1 + 0.04 * np.sin(ang))
+        regions.append(np.round([c[0] - half, c[1] - half, c[0] + half, c[1] + half]))
+    return (np.stack(clip), np.stack(kps).astype(np.float32), np.stack(regions).astype(np.int32))
+
+
+def write_face_video(faces_dir: Path, video_id: str, name: str, frames: int = 16, size: int = 224,
+                     phase: float = 0.0) -> tuple[str, int]:
+    """Write ``faces_dir/<video_id>.mp4`` and its sidecar; return (path relative to the manifest, frames)."""
+    clip, kps, regions = face_clip(name, frames, size, phase)
+    out = faces_dir / f"{video_id}.mp4"
+    np.savez(out.with_suffix(".npz"), frame_index=np.arange(frames, dtype=np.int64),
+             box=np.tile(np.asarray(FACES[name][0], np.float32), (frames, 1)), keypoints=kps,
+             score=np.full(frames, 0.9, np.float32), interpolated=np.zeros(frames, bool),
+             region=regions, read_index=np.arange(frames, dtype=np.int64))
+    video.write_video(out, clip, fps=25)
+    return f"faces/{video_id}.mp4", frames
+
+
+def write_face_dataset(root: Path, rows: list[dict]) -> Path:
+    """Face videos + sidecars + manifest.csv under ``root``.
+
+    Args:
+        rows: ``{"video_id", "portrait", "label", "group"[, "frames", "phase", "split", "status"]}``.
+
+    Returns:
+        The manifest's path.
+    """
+    faces = root / "faces"
+    faces.mkdir(parents=True, exist_ok=True)
+    table = []
+    for r in rows:
+        status = r.get("status", manifest.OK)
+        rel, n = ("", 0)
+        if status == manifest.OK:
+            rel, n = write_face_video(faces, r["video_id"], r["portrait"], r.get("frames", 16),
+                                      r.get("size", 224), r.get("phase", 0.0))
+        table.append({"video_id": r["video_id"], "file": f"{r['video_id']}.mp4", "label": r["label"],
+                      "group": r["group"], "split": r.get("split", ""), "face_video": rel,
+                      "frames_read": n, "frames_with_face": n, "status": status,
+                      "error": "" if status == manifest.OK else "test row", "source": "extract"})
+    import pandas as pd
+
+    path = root / manifest.MANIFEST_NAME
+    manifest.write_manifest(pd.DataFrame(table), path)
+    return path

@@ -1,0 +1,346 @@
+"""Training engine: precision choice, the step, evaluation, fit outputs, exact resume, stopping."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+import urllib.error
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dfdetect import engine, manifest, video
+from dfdetect.checkpoint import load_checkpoint, load_model
+from dfdetect.cli import main
+from dfdetect.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from dfdetect.engine import (
+    Precision,
+    TrainError,
+    fit,
+    fit_datasets,
+    lr_lambda,
+    select_precision,
+    train_step,
+)
+from dfdetect.model import build_model
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on 2 shared cores, 2 spinning OpenMP threads are several times slower,
+    and a fixed count keeps results bit-identical between this process and its subprocesses."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class ClipSet(Dataset):
+    """Tiny clips in FrameSequenceDataset's item format; FAKE clips carry a bright square.
+
+    ``train=True`` adds noise from torch's global RNG (like on-the-fly augmentation), so exact
+    resumption is only possible if the engine restores RNG streams correctly.
+    """
+
+    def __init__(self, n: int, seed: int, train: bool = False, clips_per_video: int = 1,
+                 t: int = 4, size: int = 32) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.labels = [i % 2 for i in range(n)]
+        self.frames = torch.randn(n, t, 3, size, size, generator=g) * 0.5
+        for i, y in enumerate(self.labels):
+            if y:
+                self.frames[i, :, :, 8:20, 8:20] += 2.0
+        self.ids = [f"s{seed}_v{i // clips_per_video}" for i in range(n)]
+        self.train = train
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        frames = self.frames[i]
+        if self.train:
+            frames = frames + 0.1 * torch.randn_like(frames)
+        return {"frames": frames, "label": torch.tensor(self.labels[i]), "video_id": self.ids[i]}
+
+
+def tiny_cfg(**train) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(frames=4, size=32, balance="none"),
+        model=ModelConfig(backbone="mobilenet_v3_small", pretrained="none", hidden=8, dropout=0.2),
+        train=TrainConfig(**{"epochs": 3, "batch_size": 4, "lr": 3e-3, "workers": 0, "patience": 0,
+                             "warmup_epochs": 0.5, **train}),
+    )
+
+
+def tiny_sets() -> dict:
+    return {"train": ClipSet(16, 1, train=True), "val": ClipSet(8, 2), "test": ClipSet(8, 3)}
+
+
+def test_precision_follows_the_device(monkeypatch):
+    assert select_precision("cpu") == Precision(None, False)
+    assert select_precision("cpu", "bf16") == Precision(torch.bfloat16, False)
+    with pytest.raises(ValueError, match="fp16"):
+        select_precision("cpu", "fp16")
+    with pytest.raises(ValueError, match="auto, bf16, fp16 or off"):
+        select_precision("cpu", "fp8")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: (7, 5))  # T4
+    assert select_precision("cuda") == Precision(torch.float16, True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: (9, 0))  # H100
+    assert select_precision("cuda") == Precision(torch.bfloat16, False)
+    assert select_precision("cuda", "off") == Precision(None, False)
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    f = lr_lambda(4, 20)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    values = [f(s) for s in range(4, 21)]
+    assert values == sorted(values, reverse=True) and f(20) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_train_step_lowers_the_loss():
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg().model).train()
+    data = ClipSet(8, 0)
+    x, y = data.frames, torch.tensor(data.labels, dtype=torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    losses = [train_step(model, x, y, opt, loss_fn=loss_fn, grad_clip=1.0)[0].item() for _ in range(12)]
+    assert np.mean(losses[-3:]) < 0.75 * losses[0], losses  # without a working step: flat ~0.69
+
+
+def test_test_scores_videos_not_clips():
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg().model)
+    data = ClipSet(12, 4, clips_per_video=2)  # 6 videos, labels alternate: mixed? keep consistent
+    data.labels = [(i // 2) % 2 for i in range(12)]
+    m = engine.test(model, DataLoader(data, batch_size=5), device=torch.device("cpu"))
+    assert m["n"] == 6 and m["clip_n"] == 12 and m["n_fake"] == 3
+    assert set(m) >= {"accuracy", "balanced_accuracy", "auc", "log_loss", "balanced_log_loss",
+                      "confusion_matrix", "loss", "ece"}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A 3-epoch run of ``tiny_cfg()`` on ``tiny_sets()``; ``seen`` records the folder at step 1."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    seen = {}
+
+    def on_step(epoch, step):
+        seen.setdefault("steps", []).append(epoch)
+        if "config" not in seen:  # during the first step, the config is already on disk
+            seen["config"] = (run / "config.json").is_file()
+            seen["history"] = (run / "history.csv").is_file()
+
+    result = fit_datasets(tiny_sets(), run, tiny_cfg(), progress=False, on_step=on_step)
+    return run, result, seen
+
+
+def test_fit_writes_the_run_folder(finished_run):
+    run, result, seen = finished_run
+    assert seen["config"] and not seen["history"]
+    assert seen["steps"] == [1] * 4 + [2] * 4 + [3] * 4  # 16 clips, batch 4
+    assert json.loads((run / "config.json").read_text())["model"]["hidden"] == 8
+    history = pd.read_csv(run / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3]
+    for col in ("train_loss", "train_accuracy", "train_auc", "val_loss", "val_accuracy", "val_auc"):
+        assert history[col].notna().all(), col
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result))
+    assert metrics["test"]["n"] == 8 and metrics["val"]["n"] == 8
+    assert 1 <= metrics["best_epoch"] <= 3 and metrics["temperature"] > 0
+    # best = highest val AUC; among equal AUCs the lowest val loss
+    top = history[history["val_auc"] == history["val_auc"].max()]
+    assert metrics["best_epoch"] == int(top.loc[top["val_loss"].idxmin(), "epoch"])
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert best["epoch"] == metrics["best_epoch"] and best["temperature"] == metrics["temperature"]
+    assert best["config"]["data"]["frames"] == 4 and best["config"]["data"]["mean"]
+    assert best["optimizer"] is not None and best["scheduler"] is not None
+    assert load_checkpoint(run / "last.pt")["epoch"] == 3
+    for png in ("curves.png", "confusion_matrix.png", "roc.png", "reliability.png"):
+        assert (run / png).read_bytes()[:4] == b"\x89PNG", png
+
+
+def test_test_metrics_are_those_of_best_pt(finished_run):
+    run, result, _ = finished_run
+    model, _ = load_model(run / "best.pt")
+    again = engine.test(model, DataLoader(tiny_sets()["test"], batch_size=3), device=torch.device("cpu"))
+    assert again["auc"] == pytest.approx(result["test"]["auc"])
+    assert again["log_loss"] == pytest.approx(result["test"]["log_loss"])
+
+
+def test_a_run_folder_is_not_overwritten_without_resume(finished_run):
+    run, _, _ = finished_run
+    before = (run / "last.pt").stat().st_mtime_ns
+    with pytest.raises(TrainError, match="already holds a run.*--resume"):
+        fit_datasets(tiny_sets(), run, tiny_cfg(), progress=False)
+    other = RunConfig(data=tiny_cfg().data, train=tiny_cfg().train,
+                      model=ModelConfig(backbone="resnet18", pretrained="none", hidden=16))
+    with pytest.raises(TrainError, match="another model config"):
+        fit_datasets(tiny_sets(), run, other, resume=True, progress=False)
+    assert (run / "last.pt").stat().st_mtime_ns == before
+
+
+def test_early_stopping_on_validation_auc(tmp_path):
+    # lr 0 and a frozen backbone (fixed BatchNorm statistics): the model never changes
+    cfg = tiny_cfg(epochs=6, lr=0.0, patience=2, freeze_backbone_epochs=6)
+    result = fit_datasets(tiny_sets(), tmp_path, cfg, progress=False)
+    assert result["epochs_run"] == 3 and result["best_epoch"] == 1
+
+
+KILLED_RUN = """
+import os, sys
+import torch
+torch.set_num_threads(1)
+sys.path.insert(0, {tests!r})
+from test_engine import tiny_cfg, tiny_sets
+from dfdetect.engine import fit_datasets
+
+def kill(epoch, step):
+    if epoch == 2 and step == 1:
+        os._exit(3)  # like a Colab disconnect: no cleanup, no finally blocks
+
+fit_datasets(tiny_sets(), {run!r}, tiny_cfg(), progress=False, on_step=kill)
+"""
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(finished_run, tmp_path):
+    ref_dir, reference, _ = finished_run
+    run = tmp_path / "killed"
+    script = KILLED_RUN.format(tests=str(TESTS), run=str(run))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1  # killed during epoch 2
+    assert not (run / "metrics.json").exists()
+
+    steps = []
+    resumed = fit_datasets(tiny_sets(), run, tiny_cfg(), resume=True, progress=False,
+                           on_step=lambda e, s: steps.append(e))
+    assert sorted(set(steps)) == [2, 3]  # continued from the saved epoch
+    assert resumed == reference
+    a, b = load_checkpoint(ref_dir / "best.pt"), load_checkpoint(run / "best.pt")
+    assert a["epoch"] == b["epoch"]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    pd.testing.assert_frame_equal(pd.read_csv(ref_dir / "history.csv").drop(columns="seconds"),
+                                  pd.read_csv(run / "history.csv").drop(columns="seconds"))
+
+
+def test_nan_auc_val_split_still_selects_by_loss(tmp_path):
+    sets = tiny_sets()
+    sets["val"].labels = [1] * len(sets["val"])  # one class only: AUC undefined
+    result = fit_datasets(sets, tmp_path, tiny_cfg(epochs=1), progress=False)
+    assert result["val"]["auc"] is None and result["best_epoch"] == 1
+    assert not math.isnan(result["test"]["auc"])
+    assert np.isfinite(result["val"]["loss"])
+
+
+# ----------------------------------------------------------------- real faces through fit(manifest)
+
+PORTRAITS = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg", "biden.jpg", "camera.png")
+
+
+def blend_artefact(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The same face with a visible blend: a soft disc of colour-swapped, blurred pixels near the centre."""
+    size = clip.shape[1]
+    cx, cy = size * (0.5 + rng.uniform(-0.1, 0.1, 2))
+    yy, xx = np.mgrid[:size, :size]
+    radius = size * rng.uniform(0.15, 0.22)
+    disc = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * radius**2))
+    mask = np.clip(1.6 * disc, 0, 1)[..., None]  # opaque centre, soft edge
+    target = np.stack([cv2.GaussianBlur(f[:, :, ::-1], (5, 5), 0) for f in clip]).astype(np.float32)
+    return np.clip(clip * (1 - mask) + target * mask, 0, 255).astype(np.uint8)
+
+
+def write_blend_manifest(root: Path, groups: list[tuple[str, float, str]], frames: int = 8,
+                         size: int = 48, seed: int = 0) -> Path:
+    """Face videos of real portraits: per (portrait, phase, split) a REAL clip and its blended FAKE.
+
+    Each pair is one group (split "" lets split_manifest choose). Returns manifest.csv's path.
+    """
+    from face_fixtures import face_clip
+
+    rng = np.random.default_rng(seed)
+    (root / "faces").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, phase, split in groups:
+        clip = face_clip(name, frames, size, phase=phase)[0]
+        group = f"{Path(name).stem}_{phase:g}"
+        for label, pixels in (("REAL", clip), ("FAKE", blend_artefact(clip, rng))):
+            vid = f"{group}_{label.lower()}"
+            video.write_video(root / "faces" / f"{vid}.mp4", pixels, fps=25)
+            rows.append({"video_id": vid, "file": f"{vid}.mp4", "label": label, "group": group,
+                         "split": split, "face_video": f"faces/{vid}.mp4", "frames_read": frames,
+                         "frames_with_face": frames, "status": "ok", "source": "extract"})
+    manifest.write_manifest(pd.DataFrame(rows), root / "manifest.csv")
+    return root / "manifest.csv"
+
+
+@pytest.mark.slow
+def test_learns_real_faces_vs_blended_faces_from_scratch(tmp_path):
+    groups = [(name, 2.1 * k, "") for name in PORTRAITS for k in range(3)]  # 18 groups, 36 videos
+    path = write_blend_manifest(tmp_path, groups)
+    cfg = RunConfig(
+        data=DataConfig(frames=4, size=48, val_fraction=0.25, test_fraction=0.25, balance="none"),
+        model=ModelConfig(backbone="resnet18", pretrained="none", hidden=32, dropout=0.2),
+        train=TrainConfig(epochs=6, batch_size=4, lr=1e-3, workers=0, patience=0))
+    result = fit(path, tmp_path / "run", cfg, progress=False)
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert history["train_loss"].iloc[-2:].mean() < 0.8 * history["train_loss"].iloc[0], history
+    assert history["val_auc"].max() >= 0.85, history
+    assert result["test"]["n"] >= 8 and result["test"]["auc"] >= 0.8, result["test"]
+
+
+@pytest.fixture(scope="module")
+def small_manifest(tmp_path_factory) -> Path:
+    groups = [(name, 0.0, split) for name, split in zip(PORTRAITS, ["train"] * 4 + ["val", "test"])]
+    return write_blend_manifest(tmp_path_factory.mktemp("small"), groups, size=32)
+
+
+def test_cli_train_resume_and_export(small_manifest, tmp_path, capsys):
+    run = tmp_path / "run"
+    flags = ["--no-pretrained", "--backbone", "resnet18", "--hidden", "8", "--frames", "4",
+             "--size", "32", "--batch-size", "4", "--workers", "0", "--balance", "none", "--seed", "3",
+             "--no-progress"]
+    assert main(["train", str(small_manifest), str(run), "--epochs", "1", *flags]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model"] | {"backbone": "resnet18", "pretrained": "none", "hidden": 8} == cfg["model"]
+    assert (cfg["data"]["frames"], cfg["data"]["size"], cfg["train"]["seed"]) == (4, 32, 3)
+    assert "best epoch 1: test AUC" in capsys.readouterr().out
+
+    assert main(["train", str(small_manifest), str(run), "--epochs", "1", *flags]) == 1
+    assert "already holds a run" in capsys.readouterr().err
+
+    assert main(["train", str(small_manifest), str(run), "--resume", "--epochs", "2",
+                 "--no-progress"]) == 0  # flags not repeated: RUN_DIR/config.json is used
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [1, 2]
+
+    assert main(["export", str(run / "best.pt"), str(tmp_path / "out")]) == 0
+    model, run_cfg = load_model(tmp_path / "out" / "model.safetensors")
+    ref, _ = load_model(run / "best.pt")
+    x = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), ref(x))
+    assert run_cfg.data.frames == 4 and model.temperature == ref.temperature
+
+
+def test_cli_reports_missing_imagenet_weights(small_manifest, tmp_path, capsys, monkeypatch):
+    def offline(*_a, **_k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    code = main(["train", str(small_manifest), str(tmp_path / "run"), "--backbone", "resnet18",
+                 "--hidden", "8", "--workers", "0", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--weights PATH" in err and "--no-pretrained" in err
