@@ -232,13 +232,14 @@ def augmentation_figure(clip: np.ndarray, seed: int = 0, cfg: AugmentConfig = Au
                         frames: int = 4, keypoints: np.ndarray | None = None):
     """The same frames before and after each transform, one row per transform.
 
-    Each row switches one transform on (its parameter drawn from ``cfg``'s range, printed in
-    the row title) and applies it to the whole clip, so the row shows it is the same on every
-    frame. With ``keypoints`` a last row shows a self-blended clip and its mask's outline.
+    Each row switches one transform on, at the strongest setting of its range in ``cfg``
+    (printed as the row's label), and applies it to the whole clip, so the row also shows it
+    is the same on every frame. With ``keypoints`` a last row shows a self-blended clip (drawn
+    with ``seed``) and its mask's outline.
 
     Args:
         clip: ``(T, H, W, 3) uint8`` RGB face clip.
-        seed: Seed of the parameter draws.
+        seed: Seed of the noise pattern and of the self-blend draw.
         cfg: Parameter ranges.
         frames: Number of frames (columns) shown, evenly spaced.
         keypoints: Optional ``(T, 6, 2)`` face keypoints (crop pixels) for the self-blend row.
@@ -249,20 +250,17 @@ def augmentation_figure(clip: np.ndarray, seed: int = 0, cfg: AugmentConfig = Au
     from matplotlib.figure import Figure
 
     rng = np.random.default_rng(seed)
-    drawn = draw_params(rng, cfg)
-    rows: list[tuple[str, np.ndarray]] = [("original", clip)]
-    singles = {
+    singles = {  # each transform alone at the strongest setting of its range
         "flip": ClipParams(flip=True),
-        f"rotate {drawn.angle or cfg.max_angle:+.1f} deg": ClipParams(angle=drawn.angle or cfg.max_angle),
-        f"brightness x{drawn.brightness:.2f}": ClipParams(brightness=drawn.brightness),
-        f"contrast x{drawn.contrast:.2f}": ClipParams(contrast=drawn.contrast),
-        f"noise std {drawn.noise_std or cfg.noise_std[1]:.1f}":
-            ClipParams(noise_std=drawn.noise_std or cfg.noise_std[1], noise_seed=drawn.noise_seed),
-        f"blur sigma {drawn.blur_sigma or cfg.blur_sigma[1]:.2f}":
-            ClipParams(blur_sigma=drawn.blur_sigma or cfg.blur_sigma[1]),
+        f"rotate {cfg.max_angle:+.0f} deg": ClipParams(angle=cfg.max_angle),
+        f"brightness x{1 + cfg.brightness:.2f}": ClipParams(brightness=1 + cfg.brightness),
+        f"contrast x{1 + cfg.contrast:.2f}": ClipParams(contrast=1 + cfg.contrast),
+        f"noise std {cfg.noise_std[1]:.0f}": ClipParams(noise_std=cfg.noise_std[1], noise_seed=seed),
+        f"blur sigma {cfg.blur_sigma[1]:.1f}": ClipParams(blur_sigma=cfg.blur_sigma[1]),
         f"JPEG q{cfg.jpeg_quality[0]}": ClipParams(codec="jpeg", quality=cfg.jpeg_quality[0]),
         f"H.264 crf {cfg.h264_crf[1]}": ClipParams(codec="h264", quality=cfg.h264_crf[1]),
     }
+    rows: list[tuple[str, np.ndarray]] = [("original", clip)]
     rows += [(name, apply_params(clip, p)) for name, p in singles.items()]
     if keypoints is not None:
         from dfdetect.selfblend import self_blend

@@ -197,6 +197,7 @@ _TRAIN_FLAGS = {
 
 def _run_train(a: argparse.Namespace) -> int:
     import json
+    import os
     from pathlib import Path
 
     from dfdetect.config import RunConfig, from_dict, to_dict
@@ -213,6 +214,8 @@ def _run_train(a: argparse.Namespace) -> int:
         cfg["model"]["pretrained"] = "none"
     result = fit(a.manifest, a.run_dir, from_dict(RunConfig, cfg), resume=a.resume,
                  device=a.device, progress=not a.no_progress)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun, rank 0 reports
     scores = result["test"] or result["val"]
     split = "test" if result["test"] else "val"
     print(f"best epoch {result['best_epoch']}: {split} AUC {scores['auc']}, accuracy "

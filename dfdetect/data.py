@@ -28,9 +28,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRa
 from torchvision.transforms.v2 import functional as F
 
 from dfdetect import video
+from dfdetect.augment import AugmentConfig, augment_clip
 from dfdetect.config import DataConfig
 from dfdetect.labels import FAKE, LABEL_NAMES, REAL, SPLITS, label_to_int
 from dfdetect.manifest import OK, read_manifest, sidecar_path
+from dfdetect.selfblend import SelfBlendConfig, self_blend, sidecar_landmarks
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +111,9 @@ def read_clip(path: str | Path, indices: np.ndarray) -> np.ndarray:
     """Decode frames ``indices`` of a face video: ``(T, H, W, 3) uint8`` RGB.
 
     Face videos are short, so they are decoded straight through up to the last wanted frame:
-    ``video.read_frames`` is given an index every ``SEEK_GAP`` frames so it never seeks (its
-    seek path is slower here and, with ``dfdetect.video`` as of this module, does not return
-    when wanted frames lie more than ``SEEK_GAP`` apart).
+    ``video.read_frames`` is given an index every ``SEEK_GAP`` frames so it never seeks. A face
+    video often has one keyframe (x264 puts one every 250 frames), so each seek would land on
+    frame 0 and decode the same frames again: 2-5x slower for frames far apart (same output).
     """
     indices = np.asarray(indices, dtype=np.int64)
     anchors = np.arange(0, int(indices.max()), video.SEEK_GAP, dtype=np.int64)
@@ -258,8 +260,9 @@ class FrameSequenceDataset(Dataset):
             column is incomplete, :func:`split_manifest` fills it first (same result for every
             split, so separately built train/val/test datasets agree).
         train: Random clip offsets and (per ``cfg``) augmentation and self-blending.
-        augment_cfg: Ranges of on-the-fly augmentation (default ``AugmentConfig()``).
-        blend_cfg: Ranges of on-the-fly self-blending (default ``SelfBlendConfig()``).
+        augment_cfg: Ranges of on-the-fly augmentation (an ``AugmentConfig``; default ranges
+            when None). Applied after resizing to S, one draw per clip.
+        blend_cfg: Ranges of on-the-fly self-blending (a ``SelfBlendConfig``), likewise.
         cache: Decode every face video once into a memory-mapped uint8 file
             (:class:`dfdetect.framecache.FrameCache`) and read clips from it: ``True`` keeps it
             in ``<manifest folder>/cache/``, a path names another folder; reused while the face
@@ -272,7 +275,8 @@ class FrameSequenceDataset(Dataset):
     """
 
     def __init__(self, manifest: str | Path, cfg: DataConfig | None = None, split: str | None = None,
-                 train: bool = False, *, augment_cfg: Any = None, blend_cfg: Any = None,
+                 train: bool = False, *, augment_cfg: AugmentConfig | None = None,
+                 blend_cfg: SelfBlendConfig | None = None,
                  cache: bool | str | Path = False, cache_workers: int = 1):
         if split is not None and split not in SPLITS:
             raise ValueError(f"split={split!r}: use one of {', '.join(SPLITS)} or None")
@@ -335,8 +339,6 @@ class FrameSequenceDataset(Dataset):
         return resize_frames(frames, self.cfg.size)
 
     def _landmarks(self, i: int, idx: np.ndarray) -> np.ndarray | None:
-        from dfdetect.selfblend import sidecar_landmarks
-
         npz = sidecar_path(self.paths[i])
         if not npz.is_file():
             return None
@@ -354,14 +356,10 @@ class FrameSequenceDataset(Dataset):
         idx = clip_indices(int(self.lengths[i]), cfg.frames, self.train, rng, cfg.train_stride)
         frames, label = self._frames(i, idx), int(self.labels[i])
         if self.train and cfg.self_blend_prob > 0 and label == REAL and rng.random() < cfg.self_blend_prob:
-            from dfdetect.selfblend import SelfBlendConfig, self_blend
-
             frames, _, _ = self_blend(frames, self._landmarks(i, idx), rng,
                                       self.blend_cfg or SelfBlendConfig())
             label = FAKE
         if self.train and cfg.augment:
-            from dfdetect.augment import AugmentConfig, augment_clip
-
             frames, _ = augment_clip(frames, rng, self.augment_cfg or AugmentConfig())
         return {"frames": preprocess_clip(frames, cfg),
                 "label": torch.tensor(label, dtype=torch.int64), "video_id": self.video_ids[i]}
@@ -370,22 +368,25 @@ class FrameSequenceDataset(Dataset):
 # ----------------------------------------------------------------------------- loading
 
 def pos_weight(df: pd.DataFrame, self_blend_prob: float = 0.0) -> float:
-    """``BCEWithLogitsLoss`` pos_weight = REAL / FAKE rows of the training rows given.
+    """``BCEWithLogitsLoss`` pos_weight = REAL / FAKE clips expected from the training rows given.
 
     Args:
         df: The training split's manifest rows (unusable rows are ignored).
         self_blend_prob: On-the-fly self-blending turns this share of REAL clips into FAKEs.
 
-    Raises:
-        ValueError: The rows hold no FAKE (and no self-blending would make any).
+    Returns:
+        The ratio; 1.0 (with a warning) when no FAKE clip is expected, so that a REAL-only
+        manifest can still be loaded (training it needs self-blending: pass its probability).
     """
     ok = df[df["status"] == OK]
     n_real = float((ok["label"] == LABEL_NAMES[REAL]).sum())
     n_fake = float((ok["label"] == LABEL_NAMES[FAKE]).sum())
     n_real, n_fake = n_real * (1 - self_blend_prob), n_fake + n_real * self_blend_prob
     if n_fake == 0:
-        raise ValueError("no FAKE rows in the training split: add fakes, run `dfdetect augment "
-                         "--self-blend`, or train with DataConfig.self_blend_prob > 0")
+        log.warning("no FAKE rows in the training split: pos_weight 1.0. Add fakes, run "
+                    "`dfdetect augment --self-blend`, or train with DataConfig.self_blend_prob > 0 "
+                    "(and pass it here)")
+        return 1.0
     return n_real / n_fake
 
 
@@ -417,9 +418,9 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, workers: int = 0
         batch_size: Clips per batch.
         train: Shuffle (or balance) and keep the last partial batch out; else the dataset order.
         workers: Worker processes (0 = in this process).
-        balance: With ``train``: "sampler" draws clips with weights 1 / (count of their class),
-            so batches are balanced on average; "loss" or "none" shuffle (use :func:`pos_weight`
-            with "loss").
+        balance: With ``train``: "sampler" draws clips with weights 1 / (count of their class
+            in the manifest), so batches are balanced on average (on-the-fly self-blending then
+            adds FAKEs on top); "loss" or "none" shuffle (use :func:`pos_weight` with "loss").
         distributed: Use a DistributedSampler (call ``loader.sampler.set_epoch(epoch)``); class
             balance then has to come from the loss.
         seed: Seed of the shuffling/sampling and of the dataset's clip randomness; pass a

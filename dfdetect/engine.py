@@ -228,6 +228,9 @@ def test(model: nn.Module, loader: DataLoader, *, device: torch.device,
     return evaluate(preds, temperature)
 
 
+test.__test__ = False  # the seed's public name; not a pytest test when imported into one
+
+
 def history_frame(rows: list[dict]) -> pd.DataFrame:
     """History rows (one dict per epoch) as a DataFrame, ``epoch`` first."""
     df = pd.DataFrame(rows)
@@ -262,8 +265,8 @@ class TrainError(RuntimeError):
 
 
 @dataclass
-class _Run:
-    """The state of a training run that ``last.pt`` carries (besides the model's weights)."""
+class TrainState:
+    """A training run's model, optimiser, schedule and progress (what ``last.pt`` restores)."""
 
     model: nn.Module  # unwrapped
     optimizer: torch.optim.Optimizer
@@ -298,13 +301,23 @@ def fit(manifest: str | Path, run_dir: str | Path, run_cfg: RunConfig | None = N
     from dfdetect.manifest import read_manifest
 
     run_cfg = run_cfg if run_cfg is not None else RunConfig()
-    df = data.split_manifest(read_manifest(manifest), run_cfg.data)
-    datasets = {split: data.FrameSequenceDataset(manifest, run_cfg.data, split=split,
-                                                 train=split == "train")
-                for split in ("train", "val", "test")}
-    pos_weight = data.pos_weight(df[df["split"] == "train"], run_cfg.data.self_blend_prob)
-    return fit_datasets(datasets, run_dir, run_cfg, resume=resume, device=device,
-                        progress=progress, pos_weight=pos_weight, on_step=on_step)
+    dc = run_cfg.data
+    rank, world, owns_group = _init_distributed()
+    try:
+        if rank > 0:
+            dist.barrier()  # rank 0 builds the frame caches first; the others then open them
+        df = data.split_manifest(read_manifest(manifest), dc)
+        datasets = {split: data.FrameSequenceDataset(
+            manifest, dc, split=split, train=split == "train", cache=dc.cache,
+            cache_workers=max(1, run_cfg.train.workers)) for split in ("train", "val", "test")}
+        if world > 1 and rank == 0:
+            dist.barrier()
+        pos_weight = data.pos_weight(df[df["split"] == "train"], dc.self_blend_prob)
+        return fit_datasets(datasets, run_dir, run_cfg, resume=resume, device=device,
+                            progress=progress, pos_weight=pos_weight, on_step=on_step)
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
 
 
 def fit_datasets(
@@ -317,6 +330,7 @@ def fit_datasets(
     ``pos_weight`` (REAL / FAKE clips of the train split, :func:`dfdetect.data.pos_weight`) weighs
     the loss when ``DataConfig.balance == "loss"``, and under DDP also for "sampler".
     """
+    _check_datasets(datasets)
     rank, world, owns_group = _init_distributed()
     device, tc, main = default_device(device), run_cfg.train, rank == 0
     run_dir = Path(run_dir)
@@ -327,13 +341,10 @@ def fit_datasets(
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     loaders = {s: _loader(datasets[s], run_cfg, train=False, world=world) for s in ("val", "test")}
     steps = len(_loader(datasets["train"], run_cfg, train=True, world=world))
-    run = _build_run(run_cfg, device, precision, steps)
+    run = build_training(run_cfg, device, precision, steps)
     if resume and (run_dir / LAST).is_file():
         _restore(run, run_dir / LAST, run_cfg)
-    # under DDP a weighted sampler is not available: "sampler" balances with the loss instead
-    by_loss = run_cfg.data.balance == "loss" or (run_cfg.data.balance == "sampler" and world > 1)
-    weight = torch.tensor(pos_weight if by_loss else 1.0, device=device)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=weight)
+    loss_fn = make_loss_fn(run_cfg.data.balance, pos_weight, device, distributed=world > 1)
     try:
         for epoch in range(run.epoch, tc.epochs):
             if 0 < tc.patience <= run.stale:
@@ -348,6 +359,8 @@ def fit_datasets(
             train = train_epoch(net, train_loader, run.optimizer, device=device, loss_fn=loss_fn,
                                 scheduler=run.scheduler, scaler=run.scaler, amp_dtype=precision.dtype,
                                 grad_clip=tc.grad_clip, progress=progress and main, on_step=hook)
+            if world > 1:
+                _broadcast_buffers(run.model)  # evaluate (on every rank) what rank 0 saves
             val = test(run.model, loaders["val"], device=device, amp_dtype=precision.dtype)
             _end_epoch(run, run_dir, run_cfg, train, val, time.perf_counter() - start, main)
         if world > 1:
@@ -356,6 +369,14 @@ def fit_datasets(
     finally:
         if owns_group:
             dist.destroy_process_group()
+
+
+def _check_datasets(datasets: Mapping[str, Dataset]) -> None:
+    for split in ("train", "val"):
+        if len(datasets[split]) == 0:
+            raise TrainError(f"the {split} split has no usable clips: training needs train and val "
+                             "videos of both classes (add videos, or adjust the split column / "
+                             "DataConfig.val_fraction)")
 
 
 def _init_distributed() -> tuple[int, int, bool]:
@@ -404,8 +425,22 @@ def _seed(seed: int, epoch: int, rank: int) -> None:
     random.seed(s)
 
 
-def _build_run(run_cfg: RunConfig, device: torch.device, precision: Precision,
-               steps_per_epoch: int) -> _Run:
+def make_loss_fn(balance: str, pos_weight: float, device: torch.device,
+                 distributed: bool = False) -> nn.Module:
+    """``BCEWithLogitsLoss``, weighted by ``pos_weight`` when classes are balanced by the loss.
+
+    Under DDP there is no weighted sampler, so ``balance="sampler"`` falls back to the loss.
+    """
+    by_loss = balance == "loss" or (balance == "sampler" and distributed)
+    return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight if by_loss else 1.0, device=device))
+
+
+def build_training(run_cfg: RunConfig, device: torch.device, precision: Precision,
+                   steps_per_epoch: int) -> TrainState:
+    """Model (channels_last on GPU), AdamW, warm-up + cosine LambdaLR, GradScaler for fp16.
+
+    What :func:`fit` trains with (``bench/train_speed.py`` builds the same).
+    """
     tc = run_cfg.train
     torch.manual_seed(tc.seed)  # same initial weights on every rank and every resume
     model = build_model(run_cfg.model).to(device)
@@ -420,10 +455,10 @@ def _build_run(run_cfg: RunConfig, device: torch.device, precision: Precision,
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(warmup, tc.epochs * steps_per_epoch))
     scaler = torch.amp.GradScaler(device.type) if precision.scaler else None
-    return _Run(model, optimizer, scheduler, scaler)
+    return TrainState(model, optimizer, scheduler, scaler)
 
 
-def _restore(run: _Run, path: Path, run_cfg: RunConfig) -> None:
+def _restore(run: TrainState, path: Path, run_cfg: RunConfig) -> None:
     ckpt = load_checkpoint(path)
     saved = ckpt["config"]
     for part in ("face", "data", "model"):
@@ -448,7 +483,18 @@ def _wrap(model: nn.Module, device: torch.device, world: int) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def _end_epoch(run: _Run, run_dir: Path, run_cfg: RunConfig, train: dict, val: dict,
+def _broadcast_buffers(model: nn.Module) -> None:
+    """Copy rank 0's buffers to every rank.
+
+    DDP broadcasts BatchNorm statistics *before* each forward; the last training forward then
+    updates them on each rank with its own batch, so the ranks leave the epoch with different
+    running statistics.
+    """
+    for buf in model.buffers():
+        dist.broadcast(buf, src=0)
+
+
+def _end_epoch(run: TrainState, run_dir: Path, run_cfg: RunConfig, train: dict, val: dict,
                seconds: float, main: bool) -> None:
     """Record the epoch, update early stopping, write history.csv, last.pt and best.pt."""
     run.epoch += 1
@@ -460,11 +506,11 @@ def _end_epoch(run: _Run, run_dir: Path, run_cfg: RunConfig, train: dict, val: d
     improved = key > run.best  # AUC first; equal AUC (common on small sets): lower loss
     run.best, run.best_epoch, run.stale = ((key, run.epoch, 0) if improved
                                            else (run.best, run.best_epoch, run.stale + 1))
+    if not main:
+        return
     log.info("epoch %d/%d  train loss %.4f auc %.3f | val loss %.4f auc %.3f acc %.3f%s",
              run.epoch, run_cfg.train.epochs, train["loss"], train["auc"], val["loss"],
              val["auc"], val["accuracy"], "  *best*" if improved else "")
-    if not main:
-        return
     atomic_write_text(run_dir / "history.csv", history_frame(run.history).to_csv(index=False))
     extra = {"history": run.history, "best": list(run.best), "best_epoch": run.best_epoch,
              "stale": run.stale}
@@ -474,7 +520,7 @@ def _end_epoch(run: _Run, run_dir: Path, run_cfg: RunConfig, train: dict, val: d
                         scheduler=run.scheduler, scaler=run.scaler, extra=extra)
 
 
-def _final_evaluation(run: _Run, loaders: Mapping[str, DataLoader], run_dir: Path,
+def _final_evaluation(run: TrainState, loaders: Mapping[str, DataLoader], run_dir: Path,
                       run_cfg: RunConfig, device: torch.device, precision: Precision,
                       main: bool) -> dict:
     """Score best.pt: temperature fitted on val; metrics on val and test; metrics.json; figures."""

@@ -10,7 +10,7 @@ dA_tchw`` and the map ``relu(sum_c w_tc A_tc)``, so a frame that did not move th
 no heat.
 
 Maps are scaled by the clip's maximum (one scale for all frames of a clip, so frames can be
-compared) and resized to the face crop. A clip whose map is zero everywhere has no region that
+compared) and resized to the face crop (see :func:`upsample` for the registration caveat). A clip whose map is zero everywhere has no region that
 pushes it towards FAKE (typical of a confident REAL clip); that is reported, not rescaled.
 """
 
@@ -44,11 +44,13 @@ class CamResult:
         cams: ``(B, T, H, W) float32`` in ``[0, 1]``, each clip scaled by its own maximum.
         peak: ``(B,) float32`` that maximum before scaling (0 = no region pushes towards FAKE).
         logits: ``(B,) float32`` the FAKE logits the maps explain.
+        cells: ``(B, T, h, w) float32`` the maps at the block's own resolution, unscaled.
     """
 
     cams: np.ndarray
     peak: np.ndarray
     logits: np.ndarray
+    cells: np.ndarray
 
     @property
     def scores(self) -> np.ndarray:
@@ -143,15 +145,29 @@ def grad_cam(
     acts = acts.detach().float().reshape(b, t, *acts.shape[1:])
     grads = grads.float().reshape(b, t, *grads.shape[1:])
     weights = grads.mean(dim=(-2, -1), keepdim=True)  # (B, T, C', 1, 1)
-    cam = F.relu((weights * acts).sum(dim=2))  # (B, T, h, w)
-    cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False).clamp_min(0)
+    cells = F.relu((weights * acts).sum(dim=2))  # (B, T, h, w)
+    cam = upsample(cells, size)
     peak = cam.flatten(1).amax(dim=1)
     cam = cam / peak.clamp_min(1e-12).view(b, 1, 1, 1)
     return CamResult(
         cams=cam.cpu().numpy().astype(np.float32),
         peak=peak.cpu().numpy().astype(np.float32),
         logits=logits.detach().float().cpu().numpy(),
+        cells=cells.cpu().numpy().astype(np.float32),
     )
+
+
+def upsample(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize ``(B, T, h, w)`` maps to ``(B, T, *size)`` (bilinear, cell ``i`` of ``h`` covering
+    rows ``[i * H / h, (i + 1) * H / h)``: the usual Grad-CAM registration).
+
+    Caveat: in ResNe(X)ts a layer4 cell's receptive field is centred nearer the top-left of its
+    block (about pixel ``32 * i`` at 224 px input) than the block's middle, so the heat may sit
+    up to half a cell (16 px of a 224 px input) lower-right of the evidence.
+    """
+    b, t, h, w = cam.shape
+    out = F.interpolate(cam.reshape(b * t, 1, h, w), size=size, mode="bilinear", align_corners=False)
+    return out.reshape(b, t, *size).clamp_min(0)
 
 
 # --------------------------------------------------------------------------- figures

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from dfdetect.io import TMP_MARK
+
 log = logging.getLogger(__name__)
 
 REAL = 0
@@ -129,7 +131,7 @@ def _check_disk(csv_path: Path, files: list[str], root: Path) -> None:
     on_disk = [
         Path(dirpath, name).relative_to(root).as_posix()
         for dirpath, _, names in os.walk(root) for name in names
-        if Path(name).suffix.lower() in VIDEO_SUFFIXES
+        if Path(name).suffix.lower() in VIDEO_SUFFIXES and not name.startswith(TMP_MARK)
     ]
     unlisted = [f for f in on_disk if f not in listed]
     if unlisted:

@@ -95,3 +95,51 @@ def reliability_figure(curves: Mapping[str, Mapping], title: str = "Reliability"
            xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left")
     return fig
+
+
+def clip_figure(item: Mapping, data_cfg, columns: int = 10) -> Figure:
+    """The frames of one clip as the model sees them (normalisation undone): look before training.
+
+    Args:
+        item: A dataset item: ``frames (T, 3, S, S)`` normalised float, ``label``, ``video_id``.
+        data_cfg: The :class:`~dfdetect.config.DataConfig` that normalised it (``mean``, ``std``).
+        columns: Frames per row.
+    """
+    frames = np.asarray(item["frames"], dtype=np.float32)
+    mean = np.asarray(data_cfg.mean, np.float32)[None, :, None, None]
+    std = np.asarray(data_cfg.std, np.float32)[None, :, None, None]
+    rgb = np.clip((frames * std + mean).transpose(0, 2, 3, 1), 0, 1)  # (T, S, S, 3)
+    t = len(rgb)
+    cols, rows = min(columns, t), -(-t // min(columns, t))
+    fig = Figure(figsize=(1.3 * cols, 1.4 * rows + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for i, ax in enumerate(axes):
+        ax.axis("off")
+        if i < t:
+            ax.imshow(rgb[i])
+            ax.set_title(str(i), fontsize=8)
+    label = {0: "REAL", 1: "FAKE"}.get(int(item["label"]), str(item["label"]))
+    fig.suptitle(f"{item['video_id']}: {label}, {t} frames of {rgb.shape[1]} px")
+    return fig
+
+
+def face_grid(manifest: str | Path, count: int = 12, columns: int = 6) -> Figure:
+    """The middle frame of the first ``count`` usable face videos of a manifest, titled id + label."""
+    from dfdetect.manifest import OK, face_video_path, read_manifest
+    from dfdetect.video import probe, read_frames
+
+    df = read_manifest(manifest)
+    rows = df[df["status"] == OK].head(count)
+    n = max(len(rows), 1)
+    cols = min(columns, n)
+    fig = Figure(figsize=(2 * cols, 2.2 * -(-n // cols)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(-(-n // cols), cols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, (_, row) in zip(axes, rows.iterrows()):
+        path = face_video_path(manifest, row)
+        ax.imshow(read_frames(path, [probe(path).frames // 2])[0])
+        ax.set_title(f"{row['video_id']}\n{row['label'] or 'unlabelled'}", fontsize=8)
+    if rows.empty:
+        axes[0].text(0.5, 0.5, f"no usable face video in {manifest}", ha="center")
+    return fig

@@ -232,3 +232,33 @@ def test_cli_augment(tmp_path, capsys):
     df = read_manifest(path)
     assert (df["source"] == "augment").sum() == 1
     assert "REAL" in capsys.readouterr().out
+
+
+def test_end_to_end_from_extraction(tmp_path, portrait_video):
+    """Real extraction (detected keypoints in the sidecars) -> self-blend + augment -> Dataset."""
+    import shutil
+
+    from dfdetect.config import DataConfig, FaceConfig
+    from dfdetect.data import FrameSequenceDataset
+    from dfdetect.extract import process_videos
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("grace_hopper.jpg", "obama.jpg"):
+        shutil.copy(portrait_video(name, frames=10, size=(256, 256)), videos / f"{name.split('.')[0]}.mp4")
+    (videos / "labels.csv").write_text("file,label\ngrace_hopper.mp4,REAL\nobama.mp4,REAL\n")
+    out = tmp_path / "out"
+    df = process_videos(videos, out, labels_csv=videos / "labels.csv", face_cfg=FaceConfig(size=96),
+                        progress=False)
+    assert (df["status"] == "ok").all()
+    path = out / "manifest.csv"
+    sbi = augment_manifest(path, self_blend=True, progress=False)  # REAL-only -> 1:1 with FAKEs
+    assert (sbi["label"] == "FAKE").sum() == 2
+    row = sbi[sbi["source"] == "self_blend"].iloc[0]
+    params = json.loads(row["params"])
+    assert params["mask"] in ("hull", "ellipse")  # detected keypoints were used, not a box
+    full = augment_manifest(path, per_video=1, progress=False)
+    assert len(full) == 6 and set(full["group"]) == set(df["group"])
+    ds = FrameSequenceDataset(path, DataConfig(frames=8, size=64, self_blend_prob=0.5), train=True)
+    item = ds[0]
+    assert item["frames"].shape == (8, 3, 64, 64) and len(ds) == 6

@@ -278,12 +278,13 @@ def test_workers_draw_differently_and_reproducibly():
     assert len(set(np.round(list(e0.values()), 12))) == 16  # workers do not repeat each other
 
 
-def test_pos_weight():
+def test_pos_weight(caplog):
     df = _table(4, fakes_per_group=3)
     assert pos_weight(df) == pytest.approx(4 / 12)
     failed = df["video_id"].isin(["f0_0", "f1_0", "f2_0", "f3_0"])
     assert pos_weight(df.assign(status=np.where(failed, "no_face", "ok"))) == pytest.approx(4 / 8)
     real_only = df[df["label"] == "REAL"]
-    with pytest.raises(ValueError, match="no FAKE"):
-        pos_weight(real_only)
+    with caplog.at_level(logging.WARNING, logger="dfdetect.data"):
+        assert pos_weight(real_only) == 1.0  # a REAL-only manifest still loads ...
+    assert "self_blend_prob" in caplog.text  # ... with a warning saying what to do
     assert pos_weight(real_only, self_blend_prob=0.5) == pytest.approx(1.0)

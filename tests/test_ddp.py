@@ -77,7 +77,7 @@ def test_ddp_two_processes_rank0_writes_metrics_cover_all_samples(tmp_path):
     assert metrics["test"]["n"] == 3 and metrics["val"]["n"] == 2
     model, run_cfg = load_model(run / "best.pt")
     single = {split: engine.test(model, data.make_loader(
-        data.FrameSequenceDataset(manifest, run_cfg.data, split=split), 2, train=False),
+        data.FrameSequenceDataset(manifest, run_cfg.data, split=split, cache=True), 2, train=False),
         device=torch.device("cpu")) for split in ("val", "test")}
     for split in ("val", "test"):
         for key in ("n", "accuracy", "loss", "log_loss"):
@@ -86,6 +86,6 @@ def test_ddp_two_processes_rank0_writes_metrics_cover_all_samples(tmp_path):
     assert history["epoch"].tolist() == [1, 2]
     last, _ = load_model(run / "last.pt")
     val_last = engine.test(last, data.make_loader(
-        data.FrameSequenceDataset(manifest, run_cfg.data, split="val"), 2, train=False),
+        data.FrameSequenceDataset(manifest, run_cfg.data, split="val", cache=True), 2, train=False),
         device=torch.device("cpu"))
     assert history["val_loss"].iloc[-1] == pytest.approx(val_last["loss"], abs=1e-6)

@@ -190,6 +190,13 @@ def test_a_run_folder_is_not_overwritten_without_resume(finished_run):
     assert (run / "last.pt").stat().st_mtime_ns == before
 
 
+def test_empty_val_split_is_a_clear_error(tmp_path):
+    sets = tiny_sets()
+    sets["val"] = ClipSet(0, 2)
+    with pytest.raises(TrainError, match="the val split has no usable clips"):
+        fit_datasets(sets, tmp_path, tiny_cfg(), progress=False)
+
+
 def test_early_stopping_on_validation_auc(tmp_path):
     # lr 0 and a frozen backbone (fixed BatchNorm statistics): the model never changes
     cfg = tiny_cfg(epochs=6, lr=0.0, patience=2, freeze_backbone_epochs=6)
@@ -297,8 +304,10 @@ def test_learns_real_faces_vs_blended_faces_from_scratch(tmp_path):
         train=TrainConfig(epochs=6, batch_size=4, lr=1e-3, workers=0, patience=0))
     result = fit(path, tmp_path / "run", cfg, progress=False)
     history = pd.read_csv(tmp_path / "run" / "history.csv")
-    assert history["train_loss"].iloc[-2:].mean() < 0.8 * history["train_loss"].iloc[0], history
-    assert history["val_auc"].max() >= 0.85, history
+    print(history.round(3).to_string())
+    assert history["train_loss"].iloc[-2:].mean() < 0.8 * history["train_loss"].iloc[0]
+    assert history["val_loss"].min() < 0.6  # chance: ln 2 = 0.693
+    assert history["val_auc"].max() >= 0.9  # chance: 0.5
     assert result["test"]["n"] >= 8 and result["test"]["auc"] >= 0.8, result["test"]
 
 

@@ -20,6 +20,7 @@ from dfdetect.gradcam import (
     heatmap_figure,
     overlay,
     save_figure,
+    upsample,
     write_heatmap_video,
 )
 from dfdetect.model import build_model
@@ -78,10 +79,21 @@ def test_equals_full_backward_through_the_lstm(model, clips):
     full backward pass, for every frame (pooling="last": early frames reach the logit only
     through the LSTM, so a last-frame CAM would leave them empty)."""
     ref = reference_cam(model, clips[0])  # (T, 2, 2)
-    res = grad_cam(model, clips[0], size=ref.shape[-2:])
-    assert np.allclose(res.cams[0] * res.peak[0], ref, rtol=1e-4, atol=1e-7)
+    res = grad_cam(model, clips[0])
+    assert np.allclose(res.cells[0], ref, rtol=1e-4, atol=1e-7)
+    assert res.peak[0] == pytest.approx(ref.max(), rel=1e-4)  # the resize keeps the cell values
     frames_with_heat = (ref.reshape(len(ref), -1).max(1) > 0).sum()
     assert frames_with_heat >= 2  # not only the last frame
+
+
+def test_upsample_keeps_each_cell_on_its_block():
+    cells = torch.zeros(1, 1, 3, 3)
+    cells[0, 0, 1, 2] = 1.0  # middle row, right column
+    up = upsample(cells, (96, 128))[0, 0].numpy()  # e.g. a non-square target
+    assert up.shape == (96, 128)
+    assert np.unravel_index(up.argmax(), up.shape) in {(47, 106), (48, 106), (47, 107), (48, 107)}
+    assert up[32:64, 85:128].mean() > 4 * up[:, :43].mean()
+    assert up[:, :43].max() == 0
 
 
 def test_batch_equals_one_clip_at_a_time(model, clips):

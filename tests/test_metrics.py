@@ -128,3 +128,33 @@ def test_figures_are_returned_and_saved_as_png(tmp_path):
     assert len(figs["curves"].axes) == 3 and len(figs["curves"].axes[0].lines) == 2
     assert [t.get_text() for t in figs["cm"].axes[0].texts] == ["1", "1", "1", "2"]
     assert "AUC = 0.833" in figs["roc"].axes[0].get_legend().get_texts()[0].get_text()
+
+
+def test_clip_figure_undoes_normalisation():
+    import torch
+
+    from dfdetect.config import DataConfig
+
+    cfg = DataConfig(frames=12, size=16)
+    rgb = np.linspace(0, 1, 12 * 3 * 16 * 16, dtype=np.float32).reshape(12, 3, 16, 16)
+    mean, std = np.array(cfg.mean)[:, None, None], np.array(cfg.std)[:, None, None]
+    item = {"frames": torch.from_numpy(((rgb - mean) / std).astype(np.float32)),
+            "label": torch.tensor(1), "video_id": "v7"}
+    fig = plots.clip_figure(item, cfg, columns=5)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 12 and len(fig.axes) == 15  # 3 rows of 5
+    np.testing.assert_allclose(shown[3].images[0].get_array(), rgb[3].transpose(1, 2, 0), atol=1e-5)
+    assert fig._suptitle.get_text().startswith("v7: FAKE")
+
+
+def test_face_grid_shows_usable_face_videos(tmp_path):
+    from face_fixtures import write_face_dataset
+
+    rows = [{"video_id": f"v{i}", "portrait": "obama.jpg", "label": "REAL" if i else "FAKE",
+             "group": f"g{i}", "frames": 6, "size": 64} for i in range(3)]
+    rows.append({"video_id": "bad", "portrait": "obama.jpg", "label": "REAL", "group": "b",
+                 "status": "no_face"})
+    fig = plots.face_grid(write_face_dataset(tmp_path, rows), count=12, columns=2)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title().split("\n") for ax in shown] == [["v0", "FAKE"], ["v1", "REAL"], ["v2", "REAL"]]
+    assert shown[0].images[0].get_array().shape == (64, 64, 3)
