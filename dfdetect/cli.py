@@ -135,7 +135,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> Runner:
 def _run_predict(a: argparse.Namespace) -> int:
     import json
 
-    from dfdetect.predict import ERROR, predict_folder
+    from dfdetect.batch_predict import predict_folder
+    from dfdetect.predict import ERROR
 
     def show(result) -> None:
         print(json.dumps(result.to_dict()), flush=True)

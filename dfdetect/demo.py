@@ -55,10 +55,10 @@ def run_demo(out_dir: str | Path = "demo_out", cfg: DemoConfig | None = None,
         progress: Show progress bars.
     """
     from dfdetect.augment_copies import augment_manifest
+    from dfdetect.batch_predict import predict_folder
     from dfdetect.demo_data import build_demo_dataset
     from dfdetect.engine import fit
     from dfdetect.extract import process_videos
-    from dfdetect.predict import predict_folder
 
     cfg = cfg or DemoConfig()
     out = Path(out_dir)
@@ -140,8 +140,10 @@ def write_report(out: Path, data: pd.DataFrame, metrics: dict, preds: pd.DataFra
 training, evaluation, prediction from raw video, heatmaps). **What it does not show:** real-world
 accuracy. The data set is {len(data)} short synthetic clips made from {data['group'].nunique()} real
 people (animated photos and one real video; FAKE = face swaps and mouth re-enactments), and the
-ResNeXt50 + LSTM is trained from scratch for a few CPU epochs with no pretrained weights. Scores
-near 0.5 are expected. Train on a real data set with ImageNet weights on a GPU for a detector.
+ResNeXt50 + LSTM is trained from scratch for a few CPU epochs with no pretrained weights on ~20
+training clips: expect near-chance metrics and nearly the same score for every video (the model
+has not learned the manipulations). Train on a real data set with ImageNet weights on a GPU for a
+detector.
 
 ## Data
 {_table(counts)}

@@ -7,7 +7,9 @@ detector, crop margin and size (``config["face"]``), clip length, input size and
 How a video is read (the rules the result refers to):
 
 * **Sampling.** ``clips * T`` frame indices are spread evenly over the *whole* video
-  (:func:`dfdetect.video.uniform_indices`) and read with seeking where gaps are large. By
+  (:func:`dfdetect.video.uniform_indices`) and read with :func:`dfdetect.video.iter_frames`,
+  which seeks to the keyframe before a far-away frame instead of decoding everything between;
+  only the sampled frames are converted to RGB and detected. By
   default ``clips = ceil(frames / (15 * T))`` capped at :data:`MAX_CLIPS`: one clip per 15*T
   frames (10 s at 30 fps for T = 20, the span of a DFDC training video). Clip ``j`` is made
   of the sampled frames in the ``j``-th of ``clips`` equal windows, so each clip looks like an
@@ -28,7 +30,8 @@ How a video is read (the rules the result refers to):
 Per-frame scores are the model's own decomposition of its logit: the LSTM output at frame
 ``t`` through the linear head, ``sigmoid(head(h_t) / temperature)``. With the default
 ``pooling="mean"`` the clip logit is exactly the mean of these frame logits; with
-``pooling="last"`` they are the running score after frames ``1..t``. No extra forward pass.
+``pooling="last"`` they are the running score after frames ``1..t`` (with a bidirectional LSTM
+they also see later frames). No extra forward pass.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ import torch
 from torch import nn
 
 from dfdetect.config import RunConfig, replace
-from dfdetect.video import SEEK_GAP, VideoError, iter_frames, probe, uniform_indices
+from dfdetect.video import VideoError, iter_frames, probe, uniform_indices
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -192,17 +195,6 @@ def clip_windows(read: int, clips: int) -> list[range]:
     """Split ``read`` sampled positions into ``clips`` consecutive, near-equal windows."""
     edges = [math.floor(j * read / clips) for j in range(clips + 1)]
     return [range(edges[j], edges[j + 1]) for j in range(clips)]
-
-
-def _with_anchors(indices: np.ndarray) -> np.ndarray:
-    """``indices`` plus one every ``SEEK_GAP`` frames, so ``iter_frames`` never seeks.
-
-    Work-around: ``video.iter_frames`` as of this module seeks again and again when the
-    keyframe before a wanted frame is more than ``SEEK_GAP`` frames before it (it never
-    returns). The extra frames are decoded anyway and dropped by the caller.
-    """
-    anchors = np.arange(0, int(indices.max()) + 1, SEEK_GAP, dtype=np.int64)
-    return np.union1d(indices, anchors)
 
 
 def default_clips(frames: int, clip_len: int, max_clips: int = MAX_CLIPS) -> int:
@@ -366,7 +358,7 @@ class Predictor:
 
         def stream() -> Iterator[tuple[int, np.ndarray]]:
             wanted, position = set(indices.tolist()), 0
-            frames = iter_frames(path, _with_anchors(indices))
+            frames = iter_frames(path, indices)
             while True:
                 t = time.perf_counter()
                 item = next(frames, None)
@@ -523,132 +515,14 @@ def predict(
             predictor.close()
 
 
-# --------------------------------------------------------------------------- folders
-
-PREDICTIONS_NAME = "predictions.csv"
-CSV_COLUMNS = ("file", "label", "score", "confidence", "frames_used", "frames_read", "video_frames",
-               "faces", "track", "clip_scores", "aggregate", "threshold", "message", "heatmap_file",
-               "seconds")
+# folder mode lives in dfdetect.batch_predict (which imports this module); re-exported lazily
+_BATCH_NAMES = ("predict_folder", "list_videos", "CSV_COLUMNS", "PREDICTIONS_NAME")
 
 
-def list_videos(source: str | Path | list, exclude: str | Path | None = None) -> list[tuple[Path, str]]:
-    """``(path, name)`` of the videos to score, sorted; ``name`` is relative to a folder source.
+def __getattr__(name: str) -> Any:
+    """``from dfdetect.predict import predict_folder`` (etc.) without an import cycle."""
+    if name in _BATCH_NAMES:
+        from dfdetect import batch_predict
 
-    Args:
-        source: A video file, a folder (searched recursively for ``extract.VIDEO_SUFFIXES``,
-            hidden and temporary files skipped) or a list of files.
-        exclude: A folder whose contents are skipped (the output folder, so reruns do not
-            score their own heatmap videos).
-
-    Raises:
-        FileNotFoundError: A missing path, or a folder without videos.
-    """
-    from dfdetect.extract import VIDEO_SUFFIXES
-    from dfdetect.io import TMP_MARK
-
-    if isinstance(source, (list, tuple)):
-        return [(Path(p), Path(p).name) for p in source]
-    source = Path(source)
-    if source.is_file():
-        return [(source, source.name)]
-    if not source.is_dir():
-        raise FileNotFoundError(f"{source}: no such file or folder; check the path")
-    skip = Path(exclude).resolve() if exclude is not None else None
-    found = []
-    for p in sorted(source.rglob("*")):
-        rel = p.relative_to(source)
-        if (p.suffix.lower() in VIDEO_SUFFIXES and p.is_file() and TMP_MARK not in p.name
-                and not any(part.startswith(".") for part in rel.parts)
-                and not (skip is not None and p.resolve().is_relative_to(skip))):
-            found.append((p, rel.as_posix()))
-    if not found:
-        raise FileNotFoundError(f"{source}: no videos ({', '.join(VIDEO_SUFFIXES)}) in this folder")
-    return found
-
-
-def _csv_row(res: VideoPrediction) -> dict[str, Any]:
-    import json
-
-    row = {k: v for k, v in res.to_dict().items() if k in CSV_COLUMNS}
-    row["clip_scores"] = json.dumps(row["clip_scores"])
-    return row
-
-
-def _check_replaceable(csv_path: Path) -> None:
-    """Refuse to overwrite a ``predictions.csv`` that dfdetect did not write."""
-    if not csv_path.exists():
-        return
-    header = csv_path.read_text(errors="replace").split("\n", 1)[0].strip()
-    if header != ",".join(CSV_COLUMNS):
-        raise FileExistsError(f"{csv_path}: exists and is not a dfdetect predictions file; "
-                              "choose another --out folder or move that file")
-    log.info("%s: replacing the predictions of an earlier run", csv_path)
-
-
-def _save_heatmap(res: VideoPrediction, out_dir: Path, name: str, video: bool) -> str:
-    from dfdetect.gradcam import save_figure, write_heatmap_video
-
-    stem = name.rsplit(".", 1)[0].replace("/", "__")
-    title = f"{name}: {res.label} P(fake)={res.score:.3f} (track {res.track})"
-    png = save_figure(res.heatmap.figure(title=title), out_dir / "heatmaps" / f"{stem}.png")
-    if video:
-        write_heatmap_video(png.with_suffix(".mp4"), res.heatmap.faces, res.heatmap.cams)
-    return png.relative_to(out_dir).as_posix()
-
-
-def predict_folder(
-    videos: str | Path | list, checkpoint: Any, out_dir: str | Path | None = None, *,
-    heatmaps: bool = False, heatmap_video: bool = False, progress: bool = True,
-    device: str | torch.device | None = None,
-    on_result: Callable[[VideoPrediction], None] | None = None, **options: Any,
-) -> Any:
-    """Score every video of a folder (or a list), one row each, even when some fail.
-
-    Args:
-        videos: A folder (recursive), a video file or a list of files (see :func:`list_videos`).
-        checkpoint: A checkpoint / export path, or a :class:`Predictor`.
-        out_dir: Where ``predictions.csv`` (rewritten after every video, atomically) and
-            ``heatmaps/<name>.png`` go; None writes nothing. A ``predictions.csv`` from an
-            earlier run is replaced; any other file of that name is an error.
-        heatmaps: Save a Grad-CAM grid per scored video (needs ``out_dir``).
-        heatmap_video: Also save it as ``heatmaps/<name>.mp4``.
-        progress: Show a progress bar.
-        device: Where to load the model.
-        on_result: Called with each result as soon as it is ready (the CLI prints it).
-        **options: Passed to :meth:`Predictor.predict` (threshold, clips, aggregate, ...).
-
-    Returns:
-        ``pd.DataFrame`` with :data:`CSV_COLUMNS`, one row per video, in order.
-    """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-    from dfdetect.io import atomic_write_text
-
-    out = Path(out_dir) if out_dir is not None else None
-    if (heatmaps or heatmap_video) and out is None:
-        raise ValueError("heatmaps need an output folder: pass out_dir (--out DIR)")
-    items = list_videos(videos, exclude=out)
-    if out is not None:
-        _check_replaceable(out / PREDICTIONS_NAME)
-    predictor, owned = _resolve(checkpoint, None, device)
-    rows: list[dict[str, Any]] = []
-    try:
-        for path, name in tqdm(items, desc="predict", unit="video", disable=not progress):
-            try:
-                res = predictor.predict(path, heatmaps=heatmaps or heatmap_video, name=name, **options)
-                if out is not None and res.heatmap is not None:
-                    res.heatmap_file = _save_heatmap(res, out, name, heatmap_video)
-            except Exception as err:  # one bad video must not stop the folder
-                log.warning("%s: %s: %s", path, type(err).__name__, err, exc_info=log.isEnabledFor(10))
-                res = VideoPrediction(file=name, label=ERROR, message=f"{type(err).__name__}: {err}")
-            rows.append(_csv_row(res))
-            if on_result is not None:
-                on_result(res)
-            if out is not None:
-                atomic_write_text(out / PREDICTIONS_NAME,
-                                  pd.DataFrame(rows, columns=list(CSV_COLUMNS)).to_csv(index=False))
-    finally:
-        if owned:
-            predictor.close()
-    return pd.DataFrame(rows, columns=list(CSV_COLUMNS))
+        return getattr(batch_predict, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -71,3 +71,11 @@ def test_models_ship_inside_the_package_unchanged(name):
     expected = re.search(rf"\| {re.escape(name)} \|.*\| ([0-9a-f]{{64}}) \|", readme).group(1)
     assert hashlib.sha256(assets.joinpath(name).read_bytes()).hexdigest() == expected
     assert "Apache License" in assets.joinpath("LICENSE-mediapipe-Apache-2.0.txt").read_text()
+
+
+def test_import_is_cheap_and_public_names_resolve():
+    """`import dfdetect` runs nothing heavy; every advertised public name exists."""
+    code = ("import sys, dfdetect; heavy = [m for m in ('torch', 'mediapipe', 'cv2', 'av') if m in sys.modules];"
+            "assert not heavy, heavy; [getattr(dfdetect, n) for n in dfdetect._PUBLIC]; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

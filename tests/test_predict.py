@@ -47,8 +47,9 @@ RUN_CFG = RunConfig(
     data=DataConfig(frames=T, size=PX),
     model=ModelConfig(backbone="resnet18", pretrained="none", hidden=16, dropout=0.0),
 )
-# the planted patch, in face-crop pixels: right of the crop's middle (layer4 cell (1, 2) of 3x3)
-PATCH = (slice(32, 75), slice(75, 117))
+# the planted patch, in face-crop pixels: the top-right part (layer4 cell (0, 2) of 3x3), so a
+# transposed or flipped heatmap would miss it
+PATCH = (slice(0, 40), slice(75, 117))
 COLOUR = np.array([255.0, 0.0, 255.0])  # magenta, blended: nothing like it in the portraits
 PORTRAITS = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg", "biden.jpg")
 
