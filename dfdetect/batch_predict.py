@@ -17,7 +17,7 @@ import torch
 from dfdetect.predict import ERROR, VideoPrediction, _resolve
 
 # folder-mode log lines keep the logger name they had before the split from predict.py
-log = logging.getLogger("dfdetect.predict")
+log = logging.getLogger(__name__)
 
 PREDICTIONS_NAME = "predictions.csv"
 CSV_COLUMNS = ("file", "label", "score", "confidence", "frames_used", "frames_read", "video_frames",

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from dfdetect.config import DataConfig, ExtractConfig, FaceConfig, ModelConfig, RunConfig, TrainConfig
+from dfdetect.config import (
+    DataConfig,
+    ExtractConfig,
+    FaceConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from dfdetect.io import atomic_write_text, remove_stale_temporaries
 from dfdetect.metrics import Predictions, binary_metrics, evaluate, fit_temperature, reliability
 
 # the run's log lines keep the logger name they had before the split from engine.py
-log = logging.getLogger("dfdetect.engine")
+log = logging.getLogger(__name__)
 
 
 LAST, BEST = "last.pt", "best.pt"

@@ -87,7 +87,7 @@ def probe(path: str | Path) -> VideoInfo:
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
         frames = int(stream.frames or 0)
         if frames <= 0 and stream.duration and stream.time_base:
-            frames = int(round(float(stream.duration * stream.time_base) * fps))
+            frames = round(float(stream.duration * stream.time_base) * fps)
         if frames <= 0:
             try:
                 frames = sum(1 for p in container.demux(stream) if p.size)
@@ -131,7 +131,7 @@ def iter_frames(
         VideoError: The file cannot be opened or its first frame cannot be decoded.
     """
     path = Path(path)
-    wanted = None if indices is None else sorted(set(int(i) for i in indices))
+    wanted = None if indices is None else sorted({int(i) for i in indices})
     with _open(path) as (container, stream):
         fps = float(stream.average_rate or stream.guessed_rate or 25.0)
         tb = float(stream.time_base) if stream.time_base else 1.0 / fps
@@ -143,7 +143,7 @@ def iter_frames(
         def frame_index(frame: av.VideoFrame, fallback: int) -> int:
             if frame.pts is None:
                 return fallback
-            return int(round((frame.pts - start) * tb * fps))
+            return round((frame.pts - start) * tb * fps)
 
         try:
             decoder = container.decode(stream)
@@ -230,7 +230,7 @@ class VideoWriter:
         self._container = None
         self._stream = None
 
-    def __enter__(self) -> VideoWriter:
+    def __enter__(self) -> VideoWriter:  # noqa: PYI034 (Self needs Python 3.11)
         self._atomic = atomic_path(self.path)
         tmp = self._atomic.__enter__()
         self._container = av.open(str(tmp), mode="w", format="mp4")

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from dfdetect.config import (ConfigError, DataConfig, RunConfig, from_dict, load_json, replace,
-                             save_json, to_dict)
+from dfdetect.config import (
+    ConfigError,
+    DataConfig,
+    RunConfig,
+    from_dict,
+    load_json,
+    replace,
+    save_json,
+    to_dict,
+)
 
 
 def test_roundtrip_through_plain_dict_and_json(tmp_path):

@@ -32,7 +32,7 @@ def test_notebook_is_clean(path: Path):
         src = "".join(cell["source"])
         assert not cell.get("outputs"), f"{path.name} code cell {i} was committed with outputs"
         assert cell.get("execution_count") is None, f"{path.name} code cell {i} has an execution count"
-        assert not re.search(r"^\s*(async\s+)?(def|class)\s", src, re.M), (
+        assert not re.search(r"^\s*(async\s+)?(def|class)\s", src, re.MULTILINE), (
             f"{path.name} code cell {i} defines a function or class; move it into the package"
         )
         assert "lambda" not in src, f"{path.name} code cell {i} defines a lambda"

@@ -46,10 +46,9 @@ def test_writer_is_atomic_and_roundtrips(tmp_path, portrait):
 
     frames = synth.animate(portrait("grace_hopper.jpg"), 10, (64, 64))
     out = tmp_path / "face.mp4"
-    with pytest.raises(RuntimeError):
-        with video.VideoWriter(out, fps=25) as writer:
-            writer.write(frames[0])
-            raise RuntimeError("killed mid-video")
+    with pytest.raises(RuntimeError), video.VideoWriter(out, fps=25) as writer:
+        writer.write(frames[0])
+        raise RuntimeError("killed mid-video")
     assert list(tmp_path.iterdir()) == [], "a failed write must leave nothing behind"
     assert video.write_video(out, frames, fps=25, crf=0) == 10
     back = video.read_all_frames(out)
