@@ -242,12 +242,12 @@ def format_row(r: RunResult, manip: str) -> str:
     cross, n_real, n_cross = auc(r.videos, other)
     same, _, n_same = auc(r.videos, manip)
     fake = f"{r.train_fake}" if r.train_fake else "0+sbi"
-    return (f"{r.fold:>4}  {r.run:<18} {r.train_real:>4}/{fake:<5} {r.epochs:>3}/{r.steps:<4} "
+    return (f"{r.fold:>4}  {r.run:<20} {r.train_real:>4}/{fake:<5} {r.epochs:>3}/{r.steps:<4} "
             f"{n_real:>3}/{n_cross:<2}/{n_same:<2}  {r.fit_auc:>6.3f} {cross:>7.3f} {same:>7.3f} "
             f"{r.seconds:>6.0f}")
 
 
-HEADER = ("fold  run                train R/F    ep/steps  test R/X/S  fit AUC  AUC-X   AUC-S  "
+HEADER = ("fold  run                  train R/F    ep/steps  test R/X/S  fit AUC  AUC-X   AUC-S  "
           "time s")
 
 
@@ -262,7 +262,7 @@ def summarise(results: list[RunResult], manip: str) -> None:
         pooled = pd.concat([r.videos for r in mine])
         px, n_real, n_fake = auc(pooled, other)
         ps, _, n_same = auc(pooled, manip)
-        print(f"  {name:<18} AUC-X {np.nanmean(cross):.3f} +- {np.nanstd(cross):.3f} "
+        print(f"  {name:<20} AUC-X {np.nanmean(cross):.3f} +- {np.nanstd(cross):.3f} "
               f"(folds {', '.join(f'{v:.2f}' for v in cross)}; pooled {px:.3f} over "
               f"{n_real} REAL / {n_fake} FAKE)   AUC-S {np.nanmean(same):.3f} +- "
               f"{np.nanstd(same):.3f} (pooled {ps:.3f}, {n_same} FAKE)")
