@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from face_fixtures import face_clip, write_face_dataset
 
 from dfdetect import video
@@ -29,13 +28,7 @@ ONLY_FLIP_BRIGHTNESS = AugmentConfig(flip_prob=1.0, rotate_prob=0, brightness_pr
                                      blur_prob=0, noise_prob=0, compress_prob=0, brightness=0.3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """torch ops on tiny clips are far faster single-threaded on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,7 @@ PORTRAITS = ("grace_hopper.jpg", "obama.jpg", "astronaut.png", "obama2.jpg", "bi
 CFG = DataConfig(frames=8, size=64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """torch ops on tiny clips are far faster single-threaded on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -35,14 +35,7 @@ from dfdetect.model import build_model
 TESTS = Path(__file__).resolve().parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on 2 shared cores, 2 spinning OpenMP threads are several times slower,
-    and a fixed count keeps results bit-identical between this process and its subprocesses."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class ClipSet(Dataset):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from face_fixtures import FACES, face_clip
 
 from dfdetect.augment import self_blend as reexported
@@ -13,13 +12,7 @@ from dfdetect.selfblend import SelfBlendConfig, face_masks, self_blend, sidecar_
 PORTRAITS = ("grace_hopper.jpg", "obama.jpg", "astronaut.png")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """torch ops on tiny clips are far faster single-threaded on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
