@@ -124,12 +124,17 @@ def clip_figure(item: Mapping, data_cfg, columns: int = 10) -> Figure:
 
 
 def face_grid(manifest: str | Path, count: int = 12, columns: int = 6) -> Figure:
-    """The middle frame of the first ``count`` usable face videos of a manifest, titled id + label."""
+    """The middle frame of ``count`` usable face videos of a manifest, titled id + label.
+
+    Labels take turns (REAL, FAKE, REAL, ...) in manifest order, so both classes are on show.
+    """
     from dfdetect.manifest import OK, face_video_path, read_manifest
     from dfdetect.video import probe, read_frames
 
     df = read_manifest(manifest)
-    rows = df[df["status"] == OK].head(count)
+    ok = df[df["status"] == OK]
+    turn = ok.groupby("label", sort=False).cumcount()  # 0 for each label's first row, 1 for its second...
+    rows = ok.assign(_turn=turn.values).sort_values(["_turn", "label"], kind="stable").head(count)
     n = max(len(rows), 1)
     cols = min(columns, n)
     fig = Figure(figsize=(2 * cols, 2.2 * -(-n // cols)), layout="constrained")
