@@ -33,10 +33,12 @@ Protocol (CPU-sized, every choice fixed before seeing a result):
   metrics.json (fit's own best-epoch numbers, not the ones printed here) and figures; the
   checkpoints are deleted after scoring (~140 MB each).
 
-Run: ``.venv/bin/python bench/sbi_experiment.py`` (about 10 minutes on 2 busy cores; the first
-run also builds the demo set and extracts faces, about 1 minute). ``--reverse`` also runs the
-opposite direction (train on reenact, test on swap; twice the time); ``--quick`` is a smoke run
-(shorter clips, 1 fold, 2 epochs) whose numbers mean nothing.
+Run: ``.venv/bin/python bench/sbi_experiment.py`` (5.5-7.5 minutes on 2 shared cores; the first
+run also builds the demo set and extracts faces, under 1 minute). ``--reverse`` also runs the
+opposite direction (train on reenact, test on swap; about 11 minutes in all); ``--quick`` is a
+smoke run (shorter clips, 1 fold, 2 epochs) whose numbers mean nothing. Results repeat exactly
+for the same arguments and ``--threads`` (another thread count changes the floating-point sums).
+Results: docs/BENCHMARKS.md, "Self-blended pseudo-fakes (issue 7)".
 """
 
 from __future__ import annotations
