@@ -80,7 +80,8 @@ def _check_replaceable(csv_path: Path) -> None:
 
 
 def _save_heatmap(res: VideoPrediction, out_dir: Path, name: str, video: bool) -> str:
-    from dfdetect.gradcam import save_figure, write_heatmap_video
+    from dfdetect.gradcam import write_heatmap_video
+    from dfdetect.plots import save_figure
 
     stem = name.rsplit(".", 1)[0].replace("/", "__")
     title = f"{name}: {res.label} P(fake)={res.score:.3f} (track {res.track})"

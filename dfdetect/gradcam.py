@@ -27,8 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfdetect.io import atomic_path
-
 log = logging.getLogger(__name__)
 
 
@@ -240,14 +238,6 @@ def heatmap_figure(
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
-
-
-def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
-    """Write a figure (format from the suffix, e.g. ``.png``) atomically; return the path."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi)
-    return path
 
 
 def write_heatmap_video(

@@ -19,11 +19,11 @@ from dfdetect.gradcam import (
     grad_cam,
     heatmap_figure,
     overlay,
-    save_figure,
     upsample,
     write_heatmap_video,
 )
 from dfdetect.model import build_model
+from dfdetect.plots import save_figure
 
 PX = 64
 
