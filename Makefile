@@ -2,11 +2,17 @@
 # Both create ./.venv on first use and install what they need into it.
 PYTHON ?= python3
 VENV   ?= .venv
+# Colab's Python (3.13, which gets PyAV 19): `make test-py313` runs the suite there too (CI does).
+# Its venv lives outside the clone (torch for 3.13 is a multi-GB download): built once per machine,
+# reused by every clone; PYTHONPATH makes this clone's dfdetect the one imported, whichever
+# clone the venv's editable install points at.
+PYTHON313 ?= $(shell PYENV_VERSION=3.13.0 pyenv which python3.13 2>/dev/null || command -v python3.13)
+VENV313   ?= $(HOME)/.cache/dfdetect/venv-py3.13
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.dfdetect-installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test bench lint clean-venv
+.PHONY: demo test test-fast test-py313 bench lint clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +27,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+
+test-py313:
+	@test -n "$(PYTHON313)" || { echo "python3.13 not found: install it (e.g. pyenv install 3.13.0) or pass PYTHON313=..."; exit 1; }
+	PYTHONPATH="$(CURDIR)" $(MAKE) test PYTHON="$(PYTHON313)" VENV="$(VENV313)"
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

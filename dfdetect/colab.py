@@ -12,6 +12,12 @@ from pathlib import Path
 
 DRIVE_MOUNT = Path("/content/drive")
 DRIVE_DEFAULT = DRIVE_MOUNT / "MyDrive" / "dfdetect"
+LOCAL_CACHE = Path("/content/dfdetect_cache")  # Colab's local disk: fast, not Drive's quota
+# Where the notebooks' install cell gets dfdetect from: one place (the badge test reads it too).
+# Point it at a fork by changing the repository path; keep a released tag, not a branch.
+REPOSITORY = "github.com/dfdetect/dfdetect"
+RELEASE = "v0.2.0"
+INSTALL_SPEC = f"dfdetect @ git+https://{REPOSITORY}@{RELEASE}"
 
 
 def in_colab() -> bool:
@@ -58,9 +64,26 @@ def describe_device() -> str:
     import torch
 
     if torch.cuda.is_available():
+        from dfdetect.engine import select_precision  # the rule training itself uses
+
         name = torch.cuda.get_device_name(0)
-        bf16 = torch.cuda.is_bf16_supported()
-        amp = "bf16" if bf16 else "fp16 + GradScaler"
+        amp = "bf16" if select_precision("cuda:0").dtype == torch.bfloat16 else "fp16 + GradScaler"
         return f"GPU: {name} ({torch.cuda.device_count()} visible); mixed precision: {amp}"
     return ("No GPU: running on CPU (fp32). On Colab choose Runtime > Change runtime type > GPU; "
             "on CPU use small settings (few frames, 112 px, a small backbone).")
+
+
+def cache_dir(path: str | Path | None = None) -> str:
+    """Where training keeps its decoded frame cache (``DataConfig.cache_dir``).
+
+    Args:
+        path: An explicit folder; empty means Colab's local disk (``/content/dfdetect_cache``)
+            on Colab, so that the ~11 MB per 300-frame video neither fills Drive nor is
+            memory-mapped through Drive's FUSE mount, and the manifest's folder elsewhere.
+
+    Returns:
+        The folder as a string, or "" for the manifest's folder.
+    """
+    if path:
+        return str(Path(path).expanduser())
+    return str(LOCAL_CACHE) if in_colab() else ""

@@ -59,7 +59,8 @@ class DataConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN  # per-channel normalisation (backbone's)
     std: tuple[float, float, float] = IMAGENET_STD
     train_stride: int = 0  # training clip stride in frames; 0 = random stride that fits the video
-    cache: bool = True  # decode each face video once into a uint8 memmap (MANIFEST_DIR/cache/): 5x faster
+    cache: bool = True  # decode each face video once into a uint8 memmap: 5x faster
+    cache_dir: str = ""  # folder of that cache; "" = MANIFEST_DIR/cache (Colab: use the local disk)
     augment: bool = False  # clip-consistent on-the-fly augmentation of training clips
     self_blend_prob: float = 0.0  # chance a REAL training clip is turned into a self-blended FAKE
     val_fraction: float = 0.15  # of groups, when the manifest has no split column

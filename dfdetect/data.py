@@ -30,6 +30,7 @@ from torchvision.transforms.v2 import functional as F
 from dfdetect import video
 from dfdetect.augment import AugmentConfig, augment_clip
 from dfdetect.config import DataConfig
+from dfdetect.io import mp_context
 from dfdetect.labels import FAKE, LABEL_NAMES, REAL, SPLITS, label_to_int
 from dfdetect.manifest import OK, read_manifest, sidecar_path
 from dfdetect.selfblend import SelfBlendConfig, self_blend, sidecar_landmarks
@@ -450,5 +451,6 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, workers: int = 0
         shuffle = train
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
                       num_workers=workers, worker_init_fn=seed_worker if workers else None,
+                      multiprocessing_context=mp_context() if workers else None,
                       generator=generator, drop_last=train and len(dataset) > batch_size,
                       pin_memory=torch.cuda.is_available(), persistent_workers=False)

@@ -25,11 +25,11 @@ import json
 import logging
 import os
 import shutil
+import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,8 @@ from tqdm.auto import tqdm
 
 from dfdetect import manifest as mf
 from dfdetect.config import ExtractConfig, FaceConfig, to_dict
-from dfdetect.faces import FaceCropper, check_face_config, crop_region, cut_square, to_crop_pixels
-from dfdetect.io import TMP_MARK, atomic_write_text
+from dfdetect.faces import FaceCropper, check_face_config, check_opencv, crop_region, cut_square, to_crop_pixels
+from dfdetect.io import TMP_MARK, atomic_write_text, mp_context
 from dfdetect.labels import VIDEO_SUFFIXES, read_labels
 from dfdetect.tracking import (
     FaceTrack,
@@ -358,7 +358,19 @@ _WORKER_CROPPER: FaceCropper | None = None  # one detector per pool process, mad
 
 def _init_worker(face_cfg: FaceConfig) -> None:
     global _WORKER_CROPPER  # per-process state of a pool worker
+    block_tensorflow()
     _WORKER_CROPPER = FaceCropper(face_cfg)
+
+
+def block_tensorflow() -> None:
+    """Keep MediaPipe from importing TensorFlow in this (worker) process.
+
+    MediaPipe's Tasks API imports ``tensorflow.tools.docs`` whenever TensorFlow is installed (it
+    is on Colab), which costs each extraction worker ~4 s and ~700 MB and fills the cell with
+    TensorFlow's log lines; nothing dfdetect uses needs it. Call this only in processes dfdetect
+    owns (pool workers), never in the user's kernel, where TensorFlow may be wanted.
+    """
+    sys.modules.setdefault("tensorflow", None)  # `import tensorflow` now raises ImportError
 
 
 def _run_job(job: VideoJob, out: Path, face_cfg: FaceConfig, extract_cfg: ExtractConfig,
@@ -385,8 +397,7 @@ def _run_all(todo: list[VideoJob], out: Path, face_cfg: FaceConfig, extract_cfg:
             for job in todo:
                 yield _run_job(job, out, face_cfg, extract_cfg, cropper)
         return
-    # spawn, not fork: MediaPipe and FFmpeg start threads, and forking a threaded process is unsafe
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
+    with ProcessPoolExecutor(workers, mp_context=mp_context(), initializer=_init_worker,
                              initargs=(face_cfg,)) as pool:
         futures = {pool.submit(_run_job, job, out, face_cfg, extract_cfg, None): job for job in todo}
         for future in as_completed(futures):
@@ -453,6 +464,7 @@ def process_videos(videos: str | Path | Sequence[str | Path], out_dir: str | Pat
             of other settings.
     """
     face_cfg, extract_cfg = face_cfg or FaceConfig(), extract_cfg or ExtractConfig()
+    check_opencv()  # a broken cv2 is the environment's fault: stop before any row is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     part = parse_shard(shard)
@@ -462,10 +474,10 @@ def process_videos(videos: str | Path | Sequence[str | Path], out_dir: str | Pat
     for stale in out.glob(f"{TMP_MARK}{path.stem}-*{path.suffix}"):  # this part's, from a kill
         stale.unlink(missing_ok=True)
     rows: dict[str, dict] = {}
-    if path.is_file():
+    if path.is_file():  # keep this batch's rows, and every row extraction did not write (augment's)
         wanted = {j.video_id for j in jobs}
         rows = {r["video_id"]: r for r in mf.read_manifest(path).to_dict("records")
-                if r["video_id"] in wanted}
+                if r["video_id"] in wanted or r["source"] != "extract"}
     todo = [j for j in jobs if not _is_done(rows.get(j.video_id), out)]
     for job in todo:
         rows.pop(job.video_id, None)

@@ -46,6 +46,44 @@ KEYPOINT_NAMES = (
 COLORS = ("rgb", "bgr")
 
 
+class BrokenEnvironmentError(RuntimeError):
+    """The Python environment, not a video, is at fault; the message says how to repair it."""
+
+
+OPENCV_DISTRIBUTIONS = ("opencv-contrib-python", "opencv-python", "opencv-python-headless",
+                        "opencv-contrib-python-headless")
+
+
+def check_opencv() -> None:
+    """Raise :class:`BrokenEnvironmentError` if ``cv2`` is not a working OpenCV.
+
+    On Colab several OpenCV distributions are installed into one ``cv2/`` folder; uninstalling
+    one of them deletes files the others need, leaving a ``cv2`` without ``resize``. dfdetect works
+    with whichever distribution owns ``cv2/``; this check only catches the broken case, once per
+    batch, so that it is never recorded as a property of every video.
+    """
+    import importlib.metadata
+
+    try:
+        import cv2
+        missing = [n for n in ("__version__", "resize", "cvtColor", "imencode") if not hasattr(cv2, n)]
+    except ImportError as err:
+        missing = [f"import ({err})"]
+    if not missing:
+        return
+    installed = []
+    for dist in OPENCV_DISTRIBUTIONS:
+        try:
+            installed.append(f"{dist}=={importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    fix = installed[0] if installed else "opencv-contrib-python"
+    raise BrokenEnvironmentError(
+        f"OpenCV (cv2) is broken in this environment: it lacks {', '.join(missing)} (installed: "
+        f"{', '.join(installed) or 'none'}). Repair it with `pip install --force-reinstall --no-deps "
+        f"{fix}` and restart the runtime; no video was marked.")
+
+
 class FaceModelError(RuntimeError):
     """The detector model cannot be loaded; the message names the file and what to do."""
 

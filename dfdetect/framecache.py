@@ -26,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dfdetect import video
-from dfdetect.io import atomic_path, atomic_write_text
+from dfdetect.io import atomic_path, atomic_write_text, mp_context
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,8 @@ class FrameCache:
             jobs = [(str(tmp), max(total, 1), o, n, str(videos[v]), size)
                     for v, o, n in zip(ids, offsets, lengths)]
             with contextlib.ExitStack() as stack:
-                pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 1 else None
+                pool = (stack.enter_context(ProcessPoolExecutor(workers, mp_context=mp_context()))
+                        if workers > 1 else None)
                 sides = list(tqdm((pool.map if pool else map)(_fill, jobs), total=len(jobs),
                                   desc="cache", disable=not progress, unit="video"))
         index = {v: {"offset": o, "length": n, "side": s, "stamp": _stamp(videos[v])}

@@ -90,7 +90,7 @@ def fit(manifest: str | Path, run_dir: str | Path, run_cfg: RunConfig | None = N
             cols = ["video_id", "file", "label", "group", "split", "source", "status"]
             atomic_write_text(Path(run_dir) / "splits.csv", df[cols].to_csv(index=False))
         datasets = {split: data.FrameSequenceDataset(
-            manifest, dc, split=split, train=split == "train", cache=dc.cache,
+            manifest, dc, split=split, train=split == "train", cache=(dc.cache_dir or True) if dc.cache else False,
             cache_workers=max(1, run_cfg.train.workers)) for split in ("train", "val", "test")}
         if world > 1 and rank == 0:
             dist.barrier()

@@ -240,3 +240,17 @@ def test_merge_refuses_a_missing_part(tmp_path):
     with pytest.raises(ExtractError, match=r"\[1\] of 2 are missing"):
         merge_parts(tmp_path)
     assert cli.main(["merge", str(tmp_path)]) == 1  # the CLI reports it and fails
+
+
+def test_rerun_after_augmentation_keeps_the_augmented_rows(tmp_path, clips):
+    """Notebook 01 rerun after 02: extraction keeps the rows it did not write (0.1.0 dropped them)."""
+    from dfdetect.augment_copies import augment_manifest
+
+    root, labels, ref_out, _ = clips
+    out = tmp_path / "out"
+    shutil.copytree(ref_out, out)
+    augmented = augment_manifest(out / "manifest.csv", per_video=1, progress=False)
+    copies = set(augmented.loc[augmented["source"] == "augment", "video_id"])
+    assert copies
+    again = process_videos(root, out, labels_csv=labels, face_cfg=FACE, progress=False)
+    assert copies <= set(again["video_id"]) and len(again) == len(augmented)

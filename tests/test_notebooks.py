@@ -50,6 +50,12 @@ def test_notebook_layout(path: Path):
     install = "".join(next(c for c in cells if c["cell_type"] == "code")["source"])
     assert "in_colab" in install or "google.colab" in install, "the install cell must run only on Colab"
     assert "torch" not in install.replace("torchvision", ""), "never reinstall Colab's torch"
+    from dfdetect.colab import INSTALL_SPEC, REPOSITORY
+
+    assert f'%pip install -q "{INSTALL_SPEC}"' in install, f"install dfdetect from {INSTALL_SPEC}"
+    assert "@main" not in install, "install a released tag, not a moving branch"
+    assert f"colab.research.google.com/github/{REPOSITORY}/blob/main/notebooks/{path.name}" in title
+    assert "No restart is needed" in install
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +78,10 @@ def test_notebooks_run_in_order_headless(demo_videos: Path):
     common = {"DATA_ROOT": str(root)}
     params = {
         "01_face_extraction": {"VIDEOS_DIR": "demo/videos", "LABELS_CSV": "demo/labels.csv",
-                               "FACE_SIZE": 96, "WORKERS": 1},
+                               "FACE_SIZE": 96},  # WORKERS: the default (2), as on Colab
         "02_augmentation": {"SELF_BLEND": 1},
         "03_training": {"FRAMES": 4, "SIZE": 64, "BACKBONE": "resnet18", "PRETRAINED": "none",
-                        "HIDDEN": 32, "EPOCHS": 1, "BATCH_SIZE": 4, "WORKERS": 0},
+                        "HIDDEN": 32, "EPOCHS": 1, "BATCH_SIZE": 4},  # WORKERS: the default
         "04_inference": {"VIDEOS": "demo/videos", "OUT_DIR": "predictions"},
     }
     for path in NOTEBOOKS:
