@@ -37,7 +37,9 @@ def build(out: Path, videos: int, frames: int) -> Path:
     """Face videos (animated portrait crops) + manifest under ``out``; reused when present."""
     import pandas as pd
 
-    from dfdetect import manifest, synth, video
+    from dfdetect.demo import synth
+    from dfdetect.extraction import manifest
+    from dfdetect.media import video
 
     path = out / manifest.MANIFEST_NAME
     if path.is_file() and len(manifest.read_manifest(path)) == videos:
@@ -66,7 +68,8 @@ def child(spec: dict) -> dict:
     import torch
 
     from dfdetect.config import DataConfig
-    from dfdetect.data import FrameSequenceDataset, make_loader
+    from dfdetect.data.dataset import FrameSequenceDataset
+    from dfdetect.data.loaders import make_loader
 
     torch.set_num_threads(1)
     cfg = DataConfig(frames=T, size=spec["size"])

@@ -30,11 +30,12 @@ import av
 import cv2
 import numpy as np
 
-from dfdetect import synth, video
 from dfdetect.config import FaceConfig
-from dfdetect.extract import create_face_videos
-from dfdetect.faces import FaceCropper
-from dfdetect.video import iter_frames
+from dfdetect.demo import synth
+from dfdetect.extraction.faces import FaceCropper
+from dfdetect.extraction.pipeline import create_face_videos
+from dfdetect.media import video
+from dfdetect.media.video import iter_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 FACE = ROOT / "data" / "sample" / "grace_hopper.jpg"

@@ -28,12 +28,12 @@ import cv2
 import numpy as np
 import torch
 
-from dfdetect import video
-from dfdetect.checkpoint import save_checkpoint
 from dfdetect.config import ModelConfig, RunConfig
-from dfdetect.data import preprocess_clip
-from dfdetect.model import build_model
-from dfdetect.predict import Predictor
+from dfdetect.data.preprocess import preprocess_clip
+from dfdetect.inference.predictor import Predictor
+from dfdetect.media import video
+from dfdetect.models.checkpoint import save_checkpoint
+from dfdetect.models.detector import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "data" / "sample" / "WolfgangLanger_Pexels.mp4"

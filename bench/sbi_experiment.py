@@ -8,8 +8,8 @@ of the *training* manipulation is printed for context.
 
 Protocol (CPU-sized, every choice fixed before seeing a result):
 
-* Data: the offline demo set (:func:`dfdetect.demo_data.build_demo_dataset`, 6 people, FAKEs by
-  "swap" and "reenact"), faces extracted once (:func:`dfdetect.extract.process_videos`) and
+* Data: the offline demo set (:func:`dfdetect.demo.dataset.build_demo_dataset`, 6 people, FAKEs by
+  "swap" and "reenact"), faces extracted once (:func:`dfdetect.extraction.pipeline.process_videos`) and
   shared by every run. Work folder ``bench/out/sbi/`` (git-ignored); a rerun reuses the clips
   and face videos and retrains.
 * Folds: the 6 groups (people) are shuffled (seed 0) into 3 folds of 2; fold k holds out its
@@ -21,7 +21,7 @@ Protocol (CPU-sized, every choice fixed before seeing a result):
 * Run "self-blend": the same REAL clips only; on the fly, each REAL training clip becomes a
   self-blended FAKE with probability ``--blend-prob`` (``DataConfig.self_blend_prob``, 0.5,
   one fresh blend per draw). Its fit monitor uses offline self-blended copies of the training
-  REAL clips (:func:`dfdetect.augment_copies.augment_manifest`, one per clip), never trained on.
+  REAL clips (:func:`dfdetect.augment.copies.augment_manifest`, one per clip), never trained on.
 * Same backbone (ResNet-18 from scratch + LSTM), T, size, batch, learning rate and seeds for both.
   The self-blend run has fewer clips per epoch (REAL only), so its epochs are scaled to give
   both runs the same number of optimisation steps (printed).
@@ -55,8 +55,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dfdetect import checkpoint, data, engine, metrics
-from dfdetect.augment_copies import augment_manifest
+from dfdetect import data
+from dfdetect import training as engine
+from dfdetect.augment.copies import augment_manifest
 from dfdetect.config import (
     DataConfig,
     ExtractConfig,
@@ -65,10 +66,12 @@ from dfdetect.config import (
     RunConfig,
     TrainConfig,
 )
-from dfdetect.demo_data import NONE, build_demo_dataset
-from dfdetect.extract import process_videos, video_id_for
-from dfdetect.fakes import MANIPULATIONS
-from dfdetect.manifest import read_manifest, write_manifest
+from dfdetect.demo.dataset import NONE, build_demo_dataset
+from dfdetect.demo.fakes import MANIPULATIONS
+from dfdetect.extraction.manifest import read_manifest, write_manifest
+from dfdetect.extraction.pipeline import process_videos, video_id_for
+from dfdetect.models import checkpoint
+from dfdetect.training import metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 FACE_CFG = FaceConfig(size=128)  # face crops kept small on CPU (the model sees --size px)

@@ -4,12 +4,12 @@
   ``loss.item()`` and an accuracy on the host every step, over the real FrameSequenceDataset and
   DataLoader decoding each clip from its face video (as the reference did); face videos made
   from the real portraits in data/sample.
-* (b) **fit step**: :func:`dfdetect.engine.train_epoch` (what ``fit`` runs per epoch) with what
-  ``fit`` builds (:func:`~dfdetect.engine.build_training`: AdamW + schedule, grad clipping, mixed
+* (b) **fit step**: :func:`dfdetect.training.epoch.train_epoch` (what ``fit`` runs per epoch) with what
+  ``fit`` builds (:func:`~dfdetect.training.epoch.build_training`: AdamW + schedule, grad clipping, mixed
   precision from the device, channels_last on GPU) over the same videos through the Dataset as
   ``fit`` opens it (``DataConfig.cache``: frames decoded once into a memory-mapped cache, built
   before timing as ``fit`` builds it before epoch 1), at the bench's batch size (64 on a GPU).
-* (c) **model only**: :func:`dfdetect.engine.train_step` on random tensors already on the device,
+* (c) **model only**: :func:`dfdetect.training.epoch.train_step` on random tensors already on the device,
   same settings as (b): the ceiling for (b).
 * (d) **data loading only**: the Dataset/DataLoader iterated without a model, from the frame
   cache (as in (b)) and decoding per clip (as in (a)): the other ceiling for (b).
@@ -35,8 +35,13 @@ import pandas as pd
 import torch
 from torch.utils.data import Subset
 
-from dfdetect import data, engine, manifest, synth, video
+from dfdetect import data
+from dfdetect import training as engine
 from dfdetect.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from dfdetect.demo import synth
+from dfdetect.extraction import manifest
+from dfdetect.media import video
+from dfdetect.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTRAITS = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg", "biden.jpg", "camera.png")
@@ -71,7 +76,7 @@ def seed_style(run_cfg: RunConfig, dataset, device: torch.device, batch: int, st
                warmup: int, workers: int) -> float:
     """(a) The reference loop: fp32, Adam, host sync every step. Returns frames/s."""
     torch.manual_seed(0)
-    model = engine.build_model(run_cfg.model).to(device).train()
+    model = build_model(run_cfg.model).to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-5)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     loader = data.make_loader(Subset(dataset, range((warmup + steps) * batch)), batch, train=True,

@@ -1,40 +1,84 @@
 """dfdetect: deepfake video detection (face extraction, augmentation, ResNeXt50+LSTM, inference).
 
-Nothing runs at import; submodules are imported on first use of a public name.
+The public API, one subpackage per notebook stage (imports flow in this order, never back):
+``media`` -> ``extraction`` (01) -> ``augment`` (02) -> ``data`` -> ``models`` -> ``training``
+(03) -> ``inference`` (04). ``demo`` is the offline demo, fenced off from the core. Importing
+dfdetect has no side effects: no environment, ``sys.path`` or logging changes, and MediaPipe is
+loaded only when a :class:`FaceCropper` is made.
 """
 
-from __future__ import annotations
+__version__ = "0.2.0"
 
-import importlib
-from typing import Any
+from dfdetect.augment import augment_clip, augment_manifest, self_blend
+from dfdetect.config import (
+    DataConfig,
+    ExtractConfig,
+    FaceConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+)
+from dfdetect.data.dataset import FrameSequenceDataset
+from dfdetect.data.loaders import make_loader
+from dfdetect.data.preprocess import preprocess_clip
+from dfdetect.data.splits import split_manifest
+from dfdetect.extraction import (
+    FaceBox,
+    FaceCropper,
+    create_face_videos,
+    merge_manifests,
+    process_videos,
+    read_manifest,
+)
+from dfdetect.inference import VideoPrediction, predict, predict_folder
+from dfdetect.labels import FAKE, REAL, read_labels
+from dfdetect.media import VideoError, probe, read_frames
+from dfdetect.models import (
+    DeepfakeDetector,
+    build_model,
+    export_model,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from dfdetect.training import evaluate, fit, train_epoch
 
-__version__ = "0.1.0"
-
-# public name -> module that defines it (lazy, so `import dfdetect` stays cheap)
-_PUBLIC = {
-    **dict.fromkeys(["FaceConfig", "ExtractConfig", "DataConfig", "ModelConfig", "TrainConfig",
-                     "RunConfig"], "config"),
-    **dict.fromkeys(["REAL", "FAKE", "read_labels"], "labels"),
-    **dict.fromkeys(["read_manifest", "merge_manifests"], "manifest"),
-    **dict.fromkeys(["VideoError", "probe", "read_frames", "uniform_indices"], "video"),
-    **dict.fromkeys(["FaceBox", "FaceCropper"], "faces"),
-    **dict.fromkeys(["process_videos", "create_face_videos"], "extract"),
-    **dict.fromkeys(["augment_clip", "augmentation_figure"], "augment"),
-    "augment_manifest": "augment_copies",
-    "self_blend": "selfblend",
-    **dict.fromkeys(["FrameSequenceDataset", "split_manifest", "make_loader", "preprocess_clip"], "data"),
-    **dict.fromkeys(["DeepfakeDetector", "build_model"], "model"),
-    **dict.fromkeys(["train_epoch", "test", "fit"], "engine"),
-    **dict.fromkeys(["save_checkpoint", "load_checkpoint", "load_model", "export_model"], "checkpoint"),
-    **dict.fromkeys(["predict", "predict_folder", "VideoPrediction"], "predict"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(f"dfdetect.{_PUBLIC[name]}"), name)
-    raise AttributeError(f"module 'dfdetect' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_PUBLIC))
+__all__ = [
+    "FAKE",
+    "REAL",
+    "DataConfig",
+    "DeepfakeDetector",
+    "ExtractConfig",
+    "FaceBox",
+    "FaceConfig",
+    "FaceCropper",
+    "FrameSequenceDataset",
+    "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "VideoError",
+    "VideoPrediction",
+    "augment_clip",
+    "augment_manifest",
+    "build_model",
+    "create_face_videos",
+    "evaluate",
+    "export_model",
+    "fit",
+    "load_checkpoint",
+    "load_model",
+    "make_loader",
+    "merge_manifests",
+    "predict",
+    "predict_folder",
+    "preprocess_clip",
+    "probe",
+    "process_videos",
+    "read_frames",
+    "read_labels",
+    "read_manifest",
+    "save_checkpoint",
+    "self_blend",
+    "split_manifest",
+    "train_epoch",
+]

@@ -13,12 +13,19 @@ import sys
 from collections.abc import Callable, Sequence
 
 from dfdetect import __version__
+from dfdetect.augment.copies import augment_manifest
+from dfdetect.config import ExtractConfig, FaceConfig, RunConfig, from_dict, replace, to_dict
+from dfdetect.demo.run import DemoConfig, run_demo
+from dfdetect.extraction.pipeline import merge_parts, process_videos
+from dfdetect.inference.folder import predict_folder
+from dfdetect.inference.predictor import ERROR
+from dfdetect.models.checkpoint import export_model
+from dfdetect.training.fit import fit
 
 Runner = Callable[[argparse.Namespace], int]
 
 
 def _add_extract(sub: argparse._SubParsersAction) -> Runner:
-    from dfdetect.config import ExtractConfig, FaceConfig  # light: dataclasses only
 
     f, e = FaceConfig(), ExtractConfig()  # the defaults shown here are the configs' own
     p = sub.add_parser("extract", help="crop faces from every video into face videos + manifest.csv")
@@ -54,8 +61,6 @@ def _add_extract(sub: argparse._SubParsersAction) -> Runner:
 
 
 def _run_extract(a: argparse.Namespace) -> int:
-    from dfdetect.config import ExtractConfig, FaceConfig
-    from dfdetect.extract import process_videos
 
     face = FaceConfig(model=a.detector, min_score=a.min_score, margin=a.margin, size=a.size,
                       max_gap=a.max_gap, detect_every=a.detect_every, keep_track=a.keep,
@@ -77,7 +82,6 @@ def _add_merge(sub: argparse._SubParsersAction) -> Runner:
 
 
 def _run_merge(a: argparse.Namespace) -> int:
-    from dfdetect.extract import merge_parts
 
     df = merge_parts(a.out)
     print(f"{len(df)} rows merged into {a.out}/manifest.csv; "
@@ -100,7 +104,6 @@ def _add_augment(sub: argparse._SubParsersAction) -> Runner:
 
 
 def _run_augment(a: argparse.Namespace) -> int:
-    from dfdetect.augment import augment_manifest
 
     df = augment_manifest(a.manifest, ratio=a.ratio, per_video=a.per_video,
                           self_blend=a.self_blend, seed=a.seed, crf=a.crf)
@@ -134,9 +137,6 @@ def _add_predict(sub: argparse._SubParsersAction) -> Runner:
 
 def _run_predict(a: argparse.Namespace) -> int:
     import json
-
-    from dfdetect.batch_predict import predict_folder
-    from dfdetect.predict import ERROR
 
     def show(result) -> None:
         print(json.dumps(result.to_dict()), flush=True)
@@ -201,9 +201,6 @@ def _run_train(a: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from dfdetect.config import RunConfig, from_dict, to_dict
-    from dfdetect.engine import fit
-
     config = a.config
     if config is None and a.resume and (Path(a.run_dir) / "config.json").is_file():
         config = Path(a.run_dir) / "config.json"
@@ -234,7 +231,6 @@ def _add_export(sub: argparse._SubParsersAction) -> Runner:
 
 
 def _run_export(a: argparse.Namespace) -> int:
-    from dfdetect.checkpoint import export_model
 
     weights, config = export_model(a.checkpoint, a.out, a.name)
     print(f"wrote {weights} and {config}")
@@ -250,8 +246,6 @@ def _add_demo(sub: argparse._SubParsersAction) -> Runner:
 
 
 def _run_demo(a: argparse.Namespace) -> int:
-    from dfdetect.config import replace
-    from dfdetect.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(seed=a.seed)
     if a.epochs:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from dfdetect.training.setup import select_precision
+
 DRIVE_MOUNT = Path("/content/drive")
 DRIVE_DEFAULT = DRIVE_MOUNT / "MyDrive" / "dfdetect"
 LOCAL_CACHE = Path("/content/dfdetect_cache")  # Colab's local disk: fast, not Drive's quota
@@ -64,7 +66,6 @@ def describe_device() -> str:
     import torch
 
     if torch.cuda.is_available():
-        from dfdetect.engine import select_precision  # the rule training itself uses
 
         name = torch.cuda.get_device_name(0)
         amp = "bf16" if select_precision("cuda:0").dtype == torch.bfloat16 else "fp16 + GradScaler"

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dfdetect.media.files import atomic_write_text
+
 T = TypeVar("T")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -154,7 +156,6 @@ def replace(cfg: T, **changes: Any) -> T:
 
 def save_json(cfg: Any, path: str | Path) -> None:
     """Write ``cfg`` as indented JSON, atomically (temporary file, then rename)."""
-    from dfdetect.io import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps(to_dict(cfg), indent=2) + "\n")
 

@@ -13,14 +13,13 @@ warning that says how to add the header.
 from __future__ import annotations
 
 import logging
-import os
 import posixpath
 import re
 from pathlib import Path
 
 import pandas as pd
 
-from dfdetect.io import TMP_MARK
+from dfdetect.media.find import find_videos
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,6 @@ LABEL_VALUES = {name: value for value, name in LABEL_NAMES.items()}
 SPLITS = ("train", "val", "test")
 COLUMNS = ("file", "label", "group", "split")
 # what counts as "a video on disk" for the unlisted-videos warning (same list as extraction's)
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 _HEADER_HELP = "the first line must be the header 'file,label' (optionally ',group,split')"
 
 
@@ -128,11 +126,7 @@ def _check_disk(csv_path: Path, files: list[str], root: Path) -> None:
             f"{', '.join(missing)}. Fix the paths (relative to the videos folder) or remove those lines."
         )
     listed = set(files)
-    on_disk = [
-        Path(dirpath, name).relative_to(root).as_posix()
-        for dirpath, _, names in os.walk(root) for name in names
-        if Path(name).suffix.lower() in VIDEO_SUFFIXES and not name.startswith(TMP_MARK)
-    ]
+    on_disk = [p.relative_to(root).as_posix() for p in find_videos(root)]
     unlisted = [f for f in on_disk if f not in listed]
     if unlisted:
         log.warning("%d video(s) under %s are not in %s (e.g. %s); they are ignored",

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real faces shipped in data/sample and tiny videos generated from them."""
+"""Shared fixtures: the real faces shipped in dfdetect/demo/sample and tiny videos generated from them."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dfdetect import synth, video
+from dfdetect.demo import synth
+from dfdetect.media import video
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "sample"
+SAMPLE = ROOT / "dfdetect" / "demo" / "sample"
 PORTRAITS = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg", "biden.jpg", "camera.png")
 REAL_VIDEO = SAMPLE / "WolfgangLanger_Pexels.mp4"
 

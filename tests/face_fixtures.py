@@ -1,8 +1,8 @@
-"""Face videos with known keypoints, made from the real portraits in data/sample (test helper).
+"""Face videos with known keypoints, made from the real portraits in dfdetect/demo/sample (test helper).
 
 Each clip is a moving, slightly rotating and zooming square crop around a portrait's face, so
 its BlazeFace keypoints in every frame follow exactly from the crop's affine map. The keypoints
-of the still photos were measured once with dfdetect.faces.FaceCropper (full-range model).
+of the still photos were measured once with dfdetect.extraction.faces.FaceCropper (full-range model).
 Writes what extraction writes: faces/<video_id>.mp4, its .npz sidecar and manifest.csv.
 """
 
@@ -13,9 +13,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dfdetect import manifest, synth, video
+from dfdetect.demo import synth
+from dfdetect.extraction import manifest
+from dfdetect.media import video
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[1] / "dfdetect" / "demo" / "sample"
 
 # portrait -> (box x1, y1, x2, y2; keypoints: right eye, left eye, nose, mouth, right ear, left ear)
 FACES = {

@@ -8,21 +8,18 @@ import numpy as np
 import pytest
 from face_fixtures import face_clip, write_face_dataset
 
-from dfdetect import video
-from dfdetect.augment import (
+from dfdetect.augment.copies import AugmentError, augment_manifest, copy_rng, plan_copies
+from dfdetect.augment.ops import (
     AugmentConfig,
-    AugmentError,
     ClipParams,
     apply_params,
     augment_clip,
-    augment_manifest,
-    augmentation_figure,
-    copy_rng,
     draw_params,
-    plan_copies,
     transform_keypoints,
 )
-from dfdetect.manifest import read_manifest, sidecar_path
+from dfdetect.extraction.manifest import read_manifest, sidecar_path
+from dfdetect.media import video
+from dfdetect.viz import augmentation_figure
 
 ONLY_FLIP_BRIGHTNESS = AugmentConfig(flip_prob=1.0, rotate_prob=0, brightness_prob=1.0, contrast_prob=0,
                                      blur_prob=0, noise_prob=0, compress_prob=0, brightness=0.3)
@@ -232,8 +229,8 @@ def test_end_to_end_from_extraction(tmp_path, portrait_video):
     import shutil
 
     from dfdetect.config import DataConfig, FaceConfig
-    from dfdetect.data import FrameSequenceDataset
-    from dfdetect.extract import process_videos
+    from dfdetect.data.dataset import FrameSequenceDataset
+    from dfdetect.extraction.pipeline import process_videos
 
     videos = tmp_path / "videos"
     videos.mkdir()

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from dfdetect import __version__
-from dfdetect.checkpoint import (
+from dfdetect.config import DataConfig, ModelConfig, RunConfig, TrainConfig, from_dict
+from dfdetect.models.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     clean_state_dict,
@@ -21,8 +22,7 @@ from dfdetect.checkpoint import (
     save_checkpoint,
     update_checkpoint,
 )
-from dfdetect.config import DataConfig, ModelConfig, RunConfig, TrainConfig, from_dict
-from dfdetect.model import build_model
+from dfdetect.models.detector import build_model
 
 CFG = RunConfig(data=DataConfig(frames=3, size=32),
                 model=ModelConfig(backbone="resnet18", pretrained="none", hidden=8),

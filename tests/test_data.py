@@ -11,20 +11,12 @@ import torch
 from face_fixtures import face_clip, write_face_dataset
 
 from dfdetect.config import DataConfig
-from dfdetect.data import (
-    FrameSequenceDataset,
-    LeakageError,
-    check_splits,
-    class_counts,
-    clip_indices,
-    make_loader,
-    pos_weight,
-    preprocess_clip,
-    read_clip,
-    resize_frames,
-    split_manifest,
-)
-from dfdetect.manifest import read_manifest, write_manifest
+from dfdetect.data.dataset import FrameSequenceDataset, pos_weight, read_clip
+from dfdetect.data.loaders import make_loader
+from dfdetect.data.preprocess import preprocess_clip, resize_frames
+from dfdetect.data.sampling import clip_indices
+from dfdetect.data.splits import LeakageError, check_splits, class_counts, split_manifest
+from dfdetect.extraction.manifest import read_manifest, write_manifest
 
 PORTRAITS = ("grace_hopper.jpg", "obama.jpg", "astronaut.png", "obama2.jpg", "biden.jpg", "camera.png")
 CFG = DataConfig(frames=8, size=64)
@@ -86,7 +78,7 @@ def test_clip_indices_rules():
 
 def test_read_clip_far_apart_frames(tmp_path):
     """Frames more than video.SEEK_GAP apart (a random training offset) decode, in order."""
-    from dfdetect import video
+    from dfdetect.media import video
 
     clip, _, _ = face_clip("obama.jpg", frames=120, size=64)
     path = tmp_path / "long.mp4"
@@ -102,7 +94,7 @@ def test_read_clip_far_apart_frames(tmp_path):
 # ------------------------------------------------------------------ dataset
 
 def test_dataset_items(faces, caplog):
-    with caplog.at_level(logging.INFO, logger="dfdetect.data"):
+    with caplog.at_level(logging.INFO, logger="dfdetect.data.dataset"):
         ds = FrameSequenceDataset(faces, CFG)
     assert "1 row(s) left out because their status is not 'ok'" in caplog.text
     assert len(ds) == 13 and "noface" not in ds.video_ids
@@ -191,7 +183,7 @@ def test_split_fractions_on_a_larger_set():
 
 
 def test_tiny_sets(caplog):
-    with caplog.at_level(logging.WARNING, logger="dfdetect.data"):
+    with caplog.at_level(logging.WARNING, logger="dfdetect.data.dataset"):
         one = split_manifest(_table(1), CFG)
         two = split_manifest(_table(2), CFG)
     assert set(one["split"]) == {"train"}
@@ -278,7 +270,7 @@ def test_pos_weight(caplog):
     failed = df["video_id"].isin(["f0_0", "f1_0", "f2_0", "f3_0"])
     assert pos_weight(df.assign(status=np.where(failed, "no_face", "ok"))) == pytest.approx(4 / 8)
     real_only = df[df["label"] == "REAL"]
-    with caplog.at_level(logging.WARNING, logger="dfdetect.data"):
+    with caplog.at_level(logging.WARNING, logger="dfdetect.data.dataset"):
         assert pos_weight(real_only) == 1.0  # a REAL-only manifest still loads ...
     assert "self_blend_prob" in caplog.text  # ... with a warning saying what to do
     assert pos_weight(real_only, self_blend_prob=0.5) == pytest.approx(1.0)

@@ -12,9 +12,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from dfdetect import data, engine
-from dfdetect.checkpoint import load_model
+from dfdetect import data
+from dfdetect import training as engine
 from dfdetect.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from dfdetect.models.checkpoint import load_model
 
 CFG = RunConfig(
     data=DataConfig(frames=4, size=32, balance="loss"),
@@ -76,7 +77,7 @@ def test_ddp_two_processes_rank0_writes_metrics_cover_all_samples(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["n"] == 3 and metrics["val"]["n"] == 2
     model, run_cfg = load_model(run / "best.pt")
-    single = {split: engine.test(model, data.make_loader(
+    single = {split: engine.evaluate(model, data.make_loader(
         data.FrameSequenceDataset(manifest, run_cfg.data, split=split, cache=True), 2, train=False),
         device=torch.device("cpu")) for split in ("val", "test")}
     for split in ("val", "test"):
@@ -85,7 +86,7 @@ def test_ddp_two_processes_rank0_writes_metrics_cover_all_samples(tmp_path):
     history = pd.read_csv(run / "history.csv")
     assert history["epoch"].tolist() == [1, 2]
     last, _ = load_model(run / "last.pt")
-    val_last = engine.test(last, data.make_loader(
+    val_last = engine.evaluate(last, data.make_loader(
         data.FrameSequenceDataset(manifest, run_cfg.data, split="val", cache=True), 2, train=False),
         device=torch.device("cpu"))
     assert history["val_loss"].iloc[-1] == pytest.approx(val_last["loss"], abs=1e-6)

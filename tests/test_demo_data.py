@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dfdetect import demo_data, fakes, video
-from dfdetect.demo_data import DemoSpec
-from dfdetect.faces import FaceCropper
+from dfdetect.demo import dataset as demo_data
+from dfdetect.demo import fakes
+from dfdetect.demo.dataset import DemoSpec
+from dfdetect.extraction.faces import FaceCropper
 from dfdetect.labels import read_labels
+from dfdetect.media import video
 
 # a reduced set for the tests: 1 video segment + 2 photos x 2 camera paths, 12 frames of 192 px
 SMALL = {"frames": 12, "size": (192, 192), "video_segments": 1,

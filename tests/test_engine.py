@@ -17,20 +17,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dfdetect import engine, manifest, video
-from dfdetect.checkpoint import load_checkpoint, load_model
+from dfdetect import training as engine
 from dfdetect.cli import main
 from dfdetect.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from dfdetect.engine import (
-    Precision,
-    TrainError,
-    fit,
-    fit_datasets,
-    lr_lambda,
-    select_precision,
-    train_step,
-)
-from dfdetect.model import build_model
+from dfdetect.extraction import manifest
+from dfdetect.media import video
+from dfdetect.models.checkpoint import load_checkpoint, load_model
+from dfdetect.models.detector import build_model
+from dfdetect.training.epoch import train_step
+from dfdetect.training.fit import TrainError, fit, fit_datasets
+from dfdetect.training.setup import Precision, lr_lambda, select_precision
 
 TESTS = Path(__file__).resolve().parent
 
@@ -116,7 +112,7 @@ def test_test_scores_videos_not_clips():
     model = build_model(tiny_cfg().model)
     data = ClipSet(12, 4, clips_per_video=2)  # 6 videos, labels alternate: mixed? keep consistent
     data.labels = [(i // 2) % 2 for i in range(12)]
-    m = engine.test(model, DataLoader(data, batch_size=5), device=torch.device("cpu"))
+    m = engine.evaluate(model, DataLoader(data, batch_size=5), device=torch.device("cpu"))
     assert m["n"] == 6 and m["clip_n"] == 12 and m["n_fake"] == 3
     assert set(m) >= {"accuracy", "balanced_accuracy", "auc", "log_loss", "balanced_log_loss",
                       "confusion_matrix", "loss", "ece"}
@@ -166,7 +162,7 @@ def test_fit_writes_the_run_folder(finished_run):
 def test_test_metrics_are_those_of_best_pt(finished_run):
     run, result, _ = finished_run
     model, _ = load_model(run / "best.pt")
-    again = engine.test(model, DataLoader(tiny_sets()["test"], batch_size=3), device=torch.device("cpu"))
+    again = engine.evaluate(model, DataLoader(tiny_sets()["test"], batch_size=3), device=torch.device("cpu"))
     assert again["auc"] == pytest.approx(result["test"]["auc"])
     assert again["log_loss"] == pytest.approx(result["test"]["log_loss"])
 
@@ -203,7 +199,7 @@ import torch
 torch.set_num_threads(1)
 sys.path.insert(0, {tests!r})
 from test_engine import tiny_cfg, tiny_sets
-from dfdetect.engine import fit_datasets
+from dfdetect.training.fit import fit_datasets
 
 def kill(epoch, step):
     if epoch == 2 and step == 1:

@@ -13,7 +13,6 @@ import types
 from pathlib import Path
 
 import pytest
-
 from face_fixtures import write_face_dataset
 
 # Decode in the parent first (this starts FFmpeg's threads), then start worker processes. With a
@@ -22,9 +21,10 @@ FORK_AFTER_DECODE = textwrap.dedent("""
     import sys
     from pathlib import Path
 
-    from dfdetect import video
+    from dfdetect.media import video
     from dfdetect.config import DataConfig
-    from dfdetect.data import FrameSequenceDataset, make_loader
+    from dfdetect.data.dataset import FrameSequenceDataset
+    from dfdetect.data.loaders import make_loader
 
 
     def main():
@@ -60,7 +60,7 @@ def test_worker_processes_start_after_decoding_without_hanging(small_manifest: P
     script.write_text(FORK_AFTER_DECODE)
     try:
         done = subprocess.run([sys.executable, str(script), str(small_manifest)], capture_output=True,
-                              text=True, timeout=240)
+                              text=True, timeout=240, check=False)
     except subprocess.TimeoutExpired:
         pytest.fail("frame cache / 2-worker loader hung after decoding in the parent process")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -69,8 +69,9 @@ def test_worker_processes_start_after_decoding_without_hanging(small_manifest: P
 
 def test_every_worker_pool_uses_spawn(small_manifest: Path):
     from dfdetect.config import DataConfig
-    from dfdetect.data import FrameSequenceDataset, make_loader
-    from dfdetect.io import mp_context
+    from dfdetect.data.dataset import FrameSequenceDataset
+    from dfdetect.data.loaders import make_loader
+    from dfdetect.media.files import mp_context
 
     assert mp_context().get_start_method() == "spawn"
     ds = FrameSequenceDataset(small_manifest, DataConfig(frames=2, size=16), cache=False)
@@ -92,14 +93,14 @@ def _stand_in_tensorflow(folder: Path, marker: Path) -> Path:
 
 @pytest.mark.slow
 def test_extraction_workers_do_not_import_tensorflow(tmp_path: Path, portrait_video, monkeypatch):
-    from dfdetect.extract import process_videos
+    from dfdetect.extraction.pipeline import process_videos
 
     marker = tmp_path / "tensorflow-imported.txt"
     site = _stand_in_tensorflow(tmp_path / "site", marker)
     # the stand-in is real bait: MediaPipe imports it when nothing stops it
     probe = subprocess.run([sys.executable, "-c", "import mediapipe.tasks.python.vision"],
                            env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, capture_output=True,
-                           text=True, timeout=120)
+                           text=True, timeout=120, check=False)
     assert probe.returncode == 0, probe.stderr[-2000:]
     assert marker.is_file(), "MediaPipe no longer imports tensorflow; this test lost its bait"
     marker.unlink()
@@ -115,8 +116,8 @@ def test_extraction_workers_do_not_import_tensorflow(tmp_path: Path, portrait_vi
 
 
 def test_broken_opencv_stops_the_batch_before_marking_videos(tmp_path: Path, portrait_video, monkeypatch):
-    from dfdetect.extract import process_videos
-    from dfdetect.faces import BrokenEnvironmentError
+    from dfdetect.extraction.faces import BrokenEnvironmentError
+    from dfdetect.extraction.pipeline import process_videos
 
     videos = tmp_path / "videos"
     videos.mkdir()

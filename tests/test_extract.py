@@ -15,9 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dfdetect import cli, synth, video
+from dfdetect import cli
 from dfdetect.config import ExtractConfig, FaceConfig
-from dfdetect.extract import (
+from dfdetect.demo import synth
+from dfdetect.extraction.manifest import read_manifest, sidecar_path
+from dfdetect.extraction.pipeline import (
     ExtractError,
     create_face_videos,
     merge_parts,
@@ -25,7 +27,7 @@ from dfdetect.extract import (
     plan_jobs,
     process_videos,
 )
-from dfdetect.manifest import read_manifest, sidecar_path
+from dfdetect.media import video
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 96  # small face crops keep the tests fast; the CLI runs below pass --size 96 too
@@ -244,7 +246,7 @@ def test_merge_refuses_a_missing_part(tmp_path):
 
 def test_rerun_after_augmentation_keeps_the_augmented_rows(tmp_path, clips):
     """Notebook 01 rerun after 02: extraction keeps the rows it did not write (0.1.0 dropped them)."""
-    from dfdetect.augment_copies import augment_manifest
+    from dfdetect.augment.copies import augment_manifest
 
     root, labels, ref_out, _ = clips
     out = tmp_path / "out"

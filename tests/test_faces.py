@@ -1,4 +1,4 @@
-"""FaceCropper and the tracker, on real faces (data/sample) and on scripted detections."""
+"""FaceCropper and the tracker, on real faces (dfdetect/demo/sample) and on scripted detections."""
 
 from __future__ import annotations
 
@@ -7,10 +7,16 @@ import numpy as np
 import pytest
 from conftest import PORTRAITS
 
-from dfdetect import synth, video
 from dfdetect.config import FaceConfig
-from dfdetect.faces import FaceBox, FaceCropper, crop_region, cut_square, to_crop_pixels
-from dfdetect.tracking import FaceTracker, check_tracking_config, select_track, track_faces
+from dfdetect.demo import synth
+from dfdetect.extraction.faces import FaceBox, FaceCropper, crop_region, cut_square, to_crop_pixels
+from dfdetect.extraction.tracking import (
+    FaceTracker,
+    check_tracking_config,
+    select_track,
+    track_faces,
+)
+from dfdetect.media import video
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dfdetect import fakes
-from dfdetect.faces import FaceCropper
+from dfdetect.demo import fakes
+from dfdetect.extraction.faces import FaceCropper
 
 SIZE = 256  # test clips are SIZE x SIZE
 

@@ -1,4 +1,4 @@
-"""Grad-CAM through the LSTM (dfdetect.gradcam): maths, shapes, side effects, figures.
+"""Grad-CAM through the LSTM (dfdetect.inference.gradcam): maths, shapes, side effects, figures.
 
 The planted-patch test (a trained model puts the heat on the patch) is in test_predict.py,
 where the same trained model also checks predict end to end.
@@ -12,18 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from dfdetect import video
 from dfdetect.config import ModelConfig
-from dfdetect.gradcam import (
-    GradCamError,
-    grad_cam,
-    heatmap_figure,
-    overlay,
-    upsample,
-    write_heatmap_video,
-)
-from dfdetect.model import build_model
-from dfdetect.plots import save_figure
+from dfdetect.inference.gradcam import GradCamError, grad_cam, upsample
+from dfdetect.media import video
+from dfdetect.models.detector import build_model
+from dfdetect.viz import heatmap_figure, overlay, save_figure, write_heatmap_video
 
 PX = 64
 

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from dfdetect import plots
-from dfdetect.metrics import (
+from dfdetect import viz as plots
+from dfdetect.training.metrics import (
     Predictions,
     binary_metrics,
-    evaluate,
     expected_calibration_error,
     fit_temperature,
     reliability,
+    video_metrics,
 )
 
 
@@ -56,14 +56,14 @@ def test_video_level_aggregation_is_mean_probability_per_video_id():
     ids, labels, scores = preds.by_video()
     assert ids.tolist() == ["a", "b", "c"] and labels.tolist() == [0, 1, 0]
     assert scores == pytest.approx([0.2, 0.675, 0.4])
-    m = evaluate(preds)
+    m = video_metrics(preds)
     assert m["n"] == 3 and m["clip_n"] == 4  # several clips per video: clip-level too
     assert m["accuracy"] == 1.0 and m["clip_accuracy"] == pytest.approx(3 / 4)
 
 
 def test_one_clip_per_video_has_no_clip_metrics():
     preds = Predictions(np.array(["a", "b"]), np.array([0, 1]), _logit([0.3, 0.8]))
-    m = evaluate(preds)
+    m = video_metrics(preds)
     assert "clip_auc" not in m and m["auc"] == 1.0
     assert m["loss"] == pytest.approx(-(np.log(0.7) + np.log(0.8)) / 2)
 
@@ -93,7 +93,7 @@ def test_temperature_scaling_undoes_overconfidence():
     t = fit_temperature(logits, labels)
     assert t == pytest.approx(3.0, rel=0.15)
     preds = Predictions(np.arange(5000).astype(str), labels, logits)
-    m = evaluate(preds, calibrated=t)
+    m = video_metrics(preds, calibrated=t)
     assert m["ece_calibrated"] < m["ece"] / 2 and m["log_loss_calibrated"] < m["log_loss"]
 
 

@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 from dfdetect.config import ModelConfig
-from dfdetect.model import DeepfakeDetector, PretrainedWeightsError, build_model
+from dfdetect.models.detector import DeepfakeDetector, PretrainedWeightsError, build_model
 
 TINY = ModelConfig(backbone="resnet18", pretrained="none", hidden=16, dropout=0.0)
 

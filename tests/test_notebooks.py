@@ -54,14 +54,14 @@ def test_notebook_layout(path: Path):
 
     assert f'%pip install -q "{INSTALL_SPEC}"' in install, f"install dfdetect from {INSTALL_SPEC}"
     assert "@main" not in install, "install a released tag, not a moving branch"
-    assert f"colab.research.google.com/github/{REPOSITORY}/blob/main/notebooks/{path.name}" in title
+    assert f"colab.research.google.com/github/{REPOSITORY.removeprefix('github.com/')}/blob/main/notebooks/{path.name}" in title
     assert "No restart is needed" in install
 
 
 @pytest.fixture(scope="module")
 def demo_videos(tmp_path_factory) -> Path:
     """A reduced demo data set (real faces, REAL and FAKE clips) laid out as a user's Drive folder."""
-    from dfdetect.demo_data import build_demo_dataset
+    from dfdetect.demo.dataset import build_demo_dataset
 
     root = tmp_path_factory.mktemp("drive")
     build_demo_dataset(root / "demo", seed=0, progress=False, frames=16, size=(192, 192),

@@ -73,10 +73,17 @@ def test_models_ship_inside_the_package_unchanged(name):
     assert "Apache License" in assets.joinpath("LICENSE-mediapipe-Apache-2.0.txt").read_text()
 
 
-def test_import_is_cheap_and_public_names_resolve():
-    """`import dfdetect` runs nothing heavy; every advertised public name exists."""
-    code = ("import sys, dfdetect; heavy = [m for m in ('torch', 'mediapipe', 'cv2', 'av') if m in sys.modules];"
-            "assert not heavy, heavy; [getattr(dfdetect, n) for n in dfdetect._PUBLIC]; print('ok')")
+def test_import_has_no_side_effects_and_public_names_resolve():
+    """`import dfdetect` changes nothing (environment, sys.path, logging) and loads no MediaPipe
+    or TensorFlow (MediaPipe is loaded only when a FaceCropper is made); every public name exists."""
+    # third-party imports set variables of their own (cv2: QT_*, torch: KMP_*): import them first
+    code = ("import logging, os, sys, av, cv2, matplotlib, pandas, torch, torchvision; "
+            "env, path = dict(os.environ), list(sys.path); "
+            "handlers = list(logging.getLogger().handlers); import dfdetect; "
+            "assert dict(os.environ) == env and sys.path == path, 'environment changed'; "
+            "assert logging.getLogger().handlers == handlers, 'logging configured'; "
+            "heavy = [m for m in ('mediapipe', 'tensorflow') if m in sys.modules]; "
+            "assert not heavy, heavy; [getattr(dfdetect, n) for n in dfdetect.__all__]; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

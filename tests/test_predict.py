@@ -10,35 +10,35 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from face_fixtures import SAMPLE
 from torch import nn
 
-from dfdetect import synth, video
-from dfdetect.checkpoint import export_model, load_model, save_checkpoint
 from dfdetect.cli import main
 from dfdetect.config import DataConfig, ExtractConfig, FaceConfig, ModelConfig, RunConfig, replace
-from dfdetect.data import FrameSequenceDataset, preprocess_clip
-from dfdetect.faces import FaceCropper
-from dfdetect.model import build_model
-from dfdetect.predict import (
-    CSV_COLUMNS,
+from dfdetect.data.dataset import FrameSequenceDataset
+from dfdetect.data.preprocess import preprocess_clip
+from dfdetect.data.sampling import clip_windows
+from dfdetect.demo import synth
+from dfdetect.extraction.faces import FaceCropper
+from dfdetect.inference.folder import CSV_COLUMNS, predict_folder
+from dfdetect.inference.predictor import (
     ERROR,
     FAKE,
     NO_FACE,
     REAL,
     Predictor,
-    clip_windows,
     default_clips,
     predict,
-    predict_folder,
 )
+from dfdetect.media import video
+from dfdetect.models.checkpoint import export_model, load_model, save_checkpoint
+from dfdetect.models.detector import build_model
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 CROP = 128  # FaceConfig.size: face crops, heatmaps
 PX = 96  # DataConfig.size: model input
 T = 4
@@ -275,7 +275,7 @@ def test_same_score_as_the_dataset_path(predictor, videos, tmp_path):
     Controls show the checks can fail: a crop margin of 0.6 instead of 0.3 changes the crops by
     > 20 grey levels, another normalisation moves the planted video's logit by > 1.
     """
-    from dfdetect.extract import process_videos
+    from dfdetect.extraction.pipeline import process_videos
 
     src = tmp_path / "src"
     src.mkdir()

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from face_fixtures import FACES, face_clip
 
-from dfdetect.augment import self_blend as reexported
-from dfdetect.selfblend import SelfBlendConfig, face_masks, self_blend, sidecar_landmarks
+from dfdetect.augment.selfblend import SelfBlendConfig, face_masks, self_blend, sidecar_landmarks
+from dfdetect.augment.selfblend import self_blend as reexported
 
 PORTRAITS = ("grace_hopper.jpg", "obama.jpg", "astronaut.png")
 
@@ -116,7 +116,7 @@ def test_boxes_nan_keypoints_and_no_landmarks(clips):
 
 def test_hull_and_ellipse_masks_differ(clips):
     clip, kps, _ = clips["grace_hopper.jpg"]
-    from dfdetect.selfblend import draw_blend_params, face_size
+    from dfdetect.augment.selfblend import draw_blend_params, face_size
 
     rng = np.random.default_rng(0)
     p = draw_blend_params(rng, face_size(kps), SelfBlendConfig(mask="hull"))

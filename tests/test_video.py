@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dfdetect import video
+from dfdetect.media import video
 
 
 def test_probe_real_video(real_video):
@@ -42,7 +42,7 @@ def test_bad_files_name_the_file(tmp_path, content):
 
 
 def test_writer_is_atomic_and_roundtrips(tmp_path, portrait):
-    from dfdetect import synth
+    from dfdetect.demo import synth
 
     frames = synth.animate(portrait("grace_hopper.jpg"), 10, (64, 64))
     out = tmp_path / "face.mp4"

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dfdetect.io import atomic_write_text
+from dfdetect.labels import LABEL_NAMES
+from dfdetect.media.files import atomic_write_text
 
 COLUMNS = (
     "video_id", "file", "label", "group", "split", "face_video", "tracks",
@@ -124,3 +125,8 @@ def face_video_path(manifest_path: str | Path, row: pd.Series | dict) -> Path:
 def sidecar_path(face_video: str | Path) -> Path:
     """The ``.npz`` file beside a face video holding per-frame boxes and keypoints."""
     return Path(face_video).with_suffix(".npz")
+
+
+def usable(df: pd.DataFrame) -> pd.Series:
+    """Rows a model can use: status "ok" and a REAL/FAKE label (a boolean mask over ``df``)."""
+    return (df["status"] == OK) & df["label"].isin(LABEL_NAMES.values())

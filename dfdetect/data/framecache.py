@@ -3,7 +3,7 @@
 A clip of ``T`` frames from a face video costs decoding every frame up to its last one (H.264
 frames depend on earlier ones), which is several times ``T`` for long face videos. The cache
 decodes each face video once, resizes its frames to the model's size exactly as
-:func:`dfdetect.data.preprocess_clip` would, and stores them as ``(N_total, S, S, 3) uint8`` in
+:func:`dfdetect.data.dataset.preprocess_clip` would, and stores them as ``(N_total, S, S, 3) uint8`` in
 ``NAME.u8`` with an index ``NAME.json`` (video id -> offset, frame count, source side, and the
 face video's size and mtime, so a changed face video invalidates the cache). Reading a clip is
 then a memory copy; the operating system's page cache shares the file between DataLoader
@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from dfdetect import video
-from dfdetect.io import atomic_path, atomic_write_text, mp_context
+from dfdetect.data.preprocess import resize_frames
+from dfdetect.media import video
+from dfdetect.media.files import atomic_path, atomic_write_text, mp_context
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ def _stamp(path: Path) -> list[int]:
 
 def _decode(path: Path, size: int, length: int) -> tuple[np.ndarray, int]:
     """All frames of one face video at ``size`` (padded/cut to ``length``) and its source side."""
-    from dfdetect.data import resize_frames
-
     frames = video.read_all_frames(path)
     side = frames.shape[2]
     frames = resize_frames(frames, size)

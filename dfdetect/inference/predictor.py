@@ -7,7 +7,7 @@ detector, crop margin and size (``config["face"]``), clip length, input size and
 How a video is read (the rules the result refers to):
 
 * **Sampling.** ``clips * T`` frame indices are spread evenly over the *whole* video
-  (:func:`dfdetect.video.uniform_indices`) and read with :func:`dfdetect.video.iter_frames`,
+  (:func:`dfdetect.media.video.uniform_indices`) and read with :func:`dfdetect.media.video.iter_frames`,
   which seeks to the keyframe before a far-away frame instead of decoding everything between;
   only the sampled frames are converted to RGB and detected. By
   default ``clips = ceil(frames / (15 * T))`` capped at :data:`MAX_CLIPS`: one clip per 15*T
@@ -15,9 +15,9 @@ How a video is read (the rules the result refers to):
   of the sampled frames in the ``j``-th of ``clips`` equal windows, so each clip looks like an
   evaluation clip of training (T frames evenly spread over its span).
 * **Faces.** The checkpoint's detector runs on every sampled frame and
-  :func:`dfdetect.tracking.track_faces` links detections into tracks (one per person); faces are
+  :func:`dfdetect.extraction.tracking.track_faces` links detections into tracks (one per person); faces are
   cut with the checkpoint's ``FaceConfig`` (margin, size), then resized and normalised by
-  :func:`dfdetect.data.preprocess_clip`, the Dataset's own function. Only frames where the face
+  :func:`dfdetect.data.dataset.preprocess_clip`, the Dataset's own function. Only frames where the face
   was *detected* are used (no box interpolated over the seconds between samples). A clip window
   with fewer than T such frames repeats them in order, as the Dataset does for short videos.
 * **Several people.** Every track with at least ``min_track_frames`` detections is scored
@@ -49,7 +49,14 @@ import torch
 from torch import nn
 
 from dfdetect.config import RunConfig, replace
-from dfdetect.video import VideoError, iter_frames, probe, uniform_indices
+from dfdetect.data.preprocess import preprocess_clip
+from dfdetect.data.sampling import UniformClipSampler, clip_windows
+from dfdetect.extraction.faces import FaceCropper
+from dfdetect.extraction.tracking import track_faces
+from dfdetect.inference.gradcam import grad_cam
+from dfdetect.media.video import VideoError, iter_frames, probe, uniform_indices
+from dfdetect.models.checkpoint import load_model
+from dfdetect.viz import heatmap_figure
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -110,7 +117,6 @@ class Heatmap:
 
     def figure(self, title: str = ""):
         """The grid: frames in order with their heatmap and P(fake) (a matplotlib Figure)."""
-        from dfdetect.gradcam import heatmap_figure
 
         clip_len = len(self.faces) // max(len(self.clip_scores), 1)
         cols = min(clip_len, 10)  # one row per clip when it fits
@@ -191,12 +197,6 @@ def decide(score: float, threshold: float = 0.5) -> tuple[str, float]:
     return (FAKE, score) if score >= threshold else (REAL, 1.0 - score)
 
 
-def clip_windows(read: int, clips: int) -> list[range]:
-    """Split ``read`` sampled positions into ``clips`` consecutive, near-equal windows."""
-    edges = [math.floor(j * read / clips) for j in range(clips + 1)]
-    return [range(edges[j], edges[j + 1]) for j in range(clips)]
-
-
 def default_clips(frames: int, clip_len: int, max_clips: int = MAX_CLIPS) -> int:
     """Clips for a video of ``frames`` frames: one per ``CLIP_SPAN * clip_len``, 1..max_clips."""
     return int(min(max_clips, max(1, math.ceil(frames / (CLIP_SPAN * clip_len)))))
@@ -253,7 +253,7 @@ class Predictor:
     """A loaded model, its run config and a face detector, reused across videos.
 
     Args:
-        model: A trained :class:`dfdetect.model.DeepfakeDetector` (put in eval mode).
+        model: A trained :class:`dfdetect.models.detector.DeepfakeDetector` (put in eval mode).
         run_cfg: The config it was trained with (``load_model`` returns both).
 
     Example:
@@ -269,6 +269,7 @@ class Predictor:
         # every sampled frame is detected; gaps count in sampled frames (see tracking.py)
         self.track_cfg = replace(run_cfg.face, detect_every=1)
         self._cropper = None
+        self.sampler = UniformClipSampler()  # frames of a clip inside each window: evaluation's rule
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None) -> Predictor:
@@ -277,7 +278,6 @@ class Predictor:
         Raises:
             CheckpointError: The file cannot be read (the message says what to do).
         """
-        from dfdetect.checkpoint import load_model
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, run_cfg = load_model(path, device)
@@ -289,7 +289,6 @@ class Predictor:
     def cropper(self):
         """The checkpoint's face detector (loaded on first use)."""
         if self._cropper is None:
-            from dfdetect.faces import FaceCropper
 
             self._cropper = FaceCropper(self.cfg.face)
         return self._cropper
@@ -346,7 +345,6 @@ class Predictor:
 
     def _read(self, path: Path, clips: int | None, max_clips: int) -> _Sample:
         """Sample frames evenly, detect and crop faces, link them into tracks."""
-        from dfdetect.tracking import track_faces
 
         t0 = time.perf_counter()
         info = probe(path)
@@ -378,7 +376,6 @@ class Predictor:
 
     def _candidate(self, track: Any, sample: _Sample, min_frames: int) -> _Candidate | None:
         """The clips of one track (detected frames only), or None when it is too short."""
-        from dfdetect.data import preprocess_clip
 
         detected = ~track.interpolated
         pos, boxes, index = track.positions[detected], track.boxes[detected], track.frame_index[detected]
@@ -388,7 +385,7 @@ class Predictor:
         for window in clip_windows(sample.frames_read, sample.clips):
             inside = np.flatnonzero((pos >= window.start) & (pos < window.stop))
             if len(inside):  # fewer than T: frames repeat in order (the Dataset's rule)
-                picks.append(inside[uniform_indices(len(inside), clip_len)])
+                picks.append(inside[self.sampler(len(inside), clip_len)])
         sel = np.concatenate(picks)
         faces = np.stack([sample.detector.crop_at(int(pos[k]), boxes[k]) for k in sel])
         tensors = [preprocess_clip(faces[i:i + clip_len], self.cfg.data)
@@ -457,7 +454,6 @@ class Predictor:
             res.timings["gradcam"] = time.perf_counter() - t2
 
     def _heatmap(self, cand: _Candidate, top: dict) -> Heatmap:
-        from dfdetect.gradcam import grad_cam
 
         size = self.cfg.face.size
         cam = grad_cam(self.model, cand.clips.to(self.device), size=(size, size))
@@ -466,7 +462,7 @@ class Predictor:
                        frame_scores=np.asarray(top["frame_scores"], dtype=np.float32))
 
 
-def _resolve(model_or_checkpoint: Any, run_cfg: RunConfig | None,
+def resolve_predictor(model_or_checkpoint: Any, run_cfg: RunConfig | None,
              device: str | torch.device | None) -> tuple[Predictor, bool]:
     """``(predictor, owned)``: owned predictors are closed by the caller."""
     if isinstance(model_or_checkpoint, Predictor):
@@ -506,23 +502,10 @@ def predict(
     Returns:
         :class:`VideoPrediction` (ERROR / NO_FACE are results, not exceptions).
     """
-    predictor, owned = _resolve(model_or_checkpoint, run_cfg, device)
+    predictor, owned = resolve_predictor(model_or_checkpoint, run_cfg, device)
     try:
         return predictor.predict(video, threshold=threshold, clips=clips, aggregate=aggregate,
                                  heatmaps=heatmaps)
     finally:
         if owned:
             predictor.close()
-
-
-# folder mode lives in dfdetect.batch_predict (which imports this module); re-exported lazily
-_BATCH_NAMES = ("predict_folder", "list_videos", "CSV_COLUMNS", "PREDICTIONS_NAME")
-
-
-def __getattr__(name: str) -> Any:
-    """``from dfdetect.predict import predict_folder`` (etc.) without an import cycle."""
-    if name in _BATCH_NAMES:
-        from dfdetect import batch_predict
-
-        return getattr(batch_predict, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,7 @@
 
 Two levels, as in facenet-pytorch: :meth:`FaceCropper.detect` returns :class:`FaceBox` es (box,
 score and BlazeFace's six keypoints); :meth:`FaceCropper.crop` cuts a square face with a margin
-out of a frame and resizes it. Which face of a video to keep is decided by :mod:`dfdetect.tracking`.
+out of a frame and resizes it. Which face of a video to keep is decided by :mod:`dfdetect.extraction.tracking`.
 
 The detector is MediaPipe's BlazeFace run through the Tasks API from a model file shipped inside
 the package (``dfdetect/assets``, Apache-2.0, see its README): nothing is ever downloaded.

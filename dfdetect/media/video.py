@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from dfdetect.io import atomic_path
+from dfdetect.media.files import atomic_path
 
 SEEK_GAP = 48  # frames between wanted frames above which seeking beats decoding straight through
 
@@ -220,8 +220,10 @@ class VideoWriter:
         ...     w.write(face)  # (H, W, 3) uint8 RGB, same size every frame
     """
 
-    def __init__(self, path: str | Path, fps: float, crf: int = 18, preset: str = "veryfast"):
+    def __init__(self, path: str | Path, fps: float, crf: int = 18, preset: str = "veryfast",
+                 deterministic: bool = False):
         self.path = Path(path)
+        self.deterministic = deterministic
         self.fps = fps
         self.crf = crf
         self.preset = preset
@@ -245,6 +247,8 @@ class VideoWriter:
             self._stream.width, self._stream.height = w, h
             self._stream.pix_fmt = "yuv420p"
             self._stream.options = {"crf": str(self.crf), "preset": self.preset}
+            if self.deterministic:  # x264's SIMD code gives run-to-run differences at some sizes
+                self._stream.options = {**self._stream.options, "x264-params": "asm=0:threads=1"}
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         for packet in self._stream.encode(vf):
             self._container.mux(packet)
@@ -264,9 +268,14 @@ class VideoWriter:
             self._atomic.__exit__(exc_type, exc, tb)
 
 
-def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, crf: int = 18) -> int:
-    """Write RGB frames to an H.264 mp4 atomically; return the number written."""
-    with VideoWriter(path, fps=fps, crf=crf) as writer:
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, crf: int = 18,
+                deterministic: bool = False) -> int:
+    """Write RGB frames to an H.264 mp4 atomically; return the number written.
+
+    ``deterministic``: the same frames always give the same file (x264 without SIMD, one
+    thread: several times slower; for small clips whose content must be reproducible).
+    """
+    with VideoWriter(path, fps=fps, crf=crf, deterministic=deterministic) as writer:
         for frame in frames:
             writer.write(frame)
     return writer.frames

@@ -1,8 +1,7 @@
 """Folder mode: score every video of a folder (or a list) into ``predictions.csv``.
 
-:func:`predict_folder` runs :class:`dfdetect.predict.Predictor` on each video, one CSV row per
+:func:`predict_folder` runs :class:`dfdetect.inference.predictor.Predictor` on each video, one CSV row per
 video (:data:`CSV_COLUMNS`) even when some fail, and optionally saves Grad-CAM grids per video.
-``from dfdetect.predict import predict_folder, list_videos, CSV_COLUMNS`` keeps working.
 """
 
 from __future__ import annotations
@@ -14,7 +13,10 @@ from typing import Any
 
 import torch
 
-from dfdetect.predict import ERROR, VideoPrediction, _resolve
+from dfdetect.inference.predictor import ERROR, VideoPrediction, resolve_predictor
+from dfdetect.media.files import atomic_write_text
+from dfdetect.media.find import VIDEO_SUFFIXES, find_videos
+from dfdetect.viz import save_figure, write_heatmap_video
 
 # folder-mode log lines keep the logger name they had before the split from predict.py
 log = logging.getLogger(__name__)
@@ -29,17 +31,13 @@ def list_videos(source: str | Path | list, exclude: str | Path | None = None) ->
     """``(path, name)`` of the videos to score, sorted; ``name`` is relative to a folder source.
 
     Args:
-        source: A video file, a folder (searched recursively for ``extract.VIDEO_SUFFIXES``,
-            hidden and temporary files skipped) or a list of files.
+        source: A video file, a folder (searched with :func:`dfdetect.media.find.find_videos`) or a list of files.
         exclude: A folder whose contents are skipped (the output folder, so reruns do not
             score their own heatmap videos).
 
     Raises:
         FileNotFoundError: A missing path, or a folder without videos.
     """
-    from dfdetect.extract import VIDEO_SUFFIXES
-    from dfdetect.io import TMP_MARK
-
     if isinstance(source, (list, tuple)):
         return [(Path(p), Path(p).name) for p in source]
     source = Path(source)
@@ -47,14 +45,7 @@ def list_videos(source: str | Path | list, exclude: str | Path | None = None) ->
         return [(source, source.name)]
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: no such file or folder; check the path")
-    skip = Path(exclude).resolve() if exclude is not None else None
-    found = []
-    for p in sorted(source.rglob("*")):
-        rel = p.relative_to(source)
-        if (p.suffix.lower() in VIDEO_SUFFIXES and p.is_file() and TMP_MARK not in p.name
-                and not any(part.startswith(".") for part in rel.parts)
-                and not (skip is not None and p.resolve().is_relative_to(skip))):
-            found.append((p, rel.as_posix()))
+    found = [(p, p.relative_to(source).as_posix()) for p in find_videos(source, exclude)]
     if not found:
         raise FileNotFoundError(f"{source}: no videos ({', '.join(VIDEO_SUFFIXES)}) in this folder")
     return found
@@ -80,8 +71,6 @@ def _check_replaceable(csv_path: Path) -> None:
 
 
 def _save_heatmap(res: VideoPrediction, out_dir: Path, name: str, video: bool) -> str:
-    from dfdetect.gradcam import write_heatmap_video
-    from dfdetect.plots import save_figure
 
     stem = name.rsplit(".", 1)[0].replace("/", "__")
     title = f"{name}: {res.label} P(fake)={res.score:.3f} (track {res.track})"
@@ -118,15 +107,13 @@ def predict_folder(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from dfdetect.io import atomic_write_text
-
     out = Path(out_dir) if out_dir is not None else None
     if (heatmaps or heatmap_video) and out is None:
         raise ValueError("heatmaps need an output folder: pass out_dir (--out DIR)")
     items = list_videos(videos, exclude=out)
     if out is not None:
         _check_replaceable(out / PREDICTIONS_NAME)
-    predictor, owned = _resolve(checkpoint, None, device)
+    predictor, owned = resolve_predictor(checkpoint, None, device)
     rows: list[dict[str, Any]] = []
     try:
         for path, name in tqdm(items, desc="predict", unit="video", disable=not progress):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from dfdetect.augment import clip_contrast, to_numpy, to_tensor
+from dfdetect.augment.ops import clip_contrast, to_numpy, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def sidecar_landmarks(sidecar: Mapping[str, np.ndarray], size: int,
     """A face video's landmarks for :func:`self_blend`, from its sidecar.
 
     Args:
-        sidecar: The ``.npz`` arrays (see :mod:`dfdetect.manifest`).
+        sidecar: The ``.npz`` arrays (see :mod:`dfdetect.extraction.manifest`).
         size: The face video's side, pixels.
         rows: Frame rows wanted (default all).
 

@@ -86,7 +86,7 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.
     }
 
 
-def evaluate(preds: Predictions, temperature: float = 1.0, calibrated: float | None = None) -> dict:
+def video_metrics(preds: Predictions, temperature: float = 1.0, calibrated: float | None = None) -> dict:
     """Video-level metrics of clip predictions.
 
     Args:

@@ -1,14 +1,14 @@
 """Videos -> face videos + manifest: :func:`process_videos` (a batch) and :func:`create_face_videos`.
 
 For each source video: stream its frames (bounded memory whatever its length), detect and track
-faces (:mod:`dfdetect.tracking`), crop every track's face as soon as its box is final, and keep
+faces (:mod:`dfdetect.extraction.tracking`), crop every track's face as soon as its box is final, and keep
 the track chosen by ``FaceConfig.keep_track`` as ``OUT/faces/<video_id>.mp4`` (H.264, fixed size)
 with its sidecar ``OUT/faces/<video_id>.npz``; with ``FaceConfig.all_tracks`` every other track of
 at least ``min_track_frames`` frames becomes ``OUT/faces/<video_id>__t<track_id>.mp4``. Frames
 without the kept face are not written; the sidecar's ``frame_index`` says where each face frame
 came from and ``read_index`` lists every frame read, so missing frames are explicit.
 
-Sidecar keys: those of :mod:`dfdetect.manifest` (``frame_index``, ``box``, ``keypoints`` in crop
+Sidecar keys: those of :mod:`dfdetect.extraction.manifest` (``frame_index``, ``box``, ``keypoints`` in crop
 pixels, ``score``, ``interpolated``) plus ``region (N, 4) int32`` (the square cut from the source,
 may pass its edges) and ``read_index (M,) int64``.
 
@@ -37,12 +37,17 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dfdetect import manifest as mf
 from dfdetect.config import ExtractConfig, FaceConfig, to_dict
-from dfdetect.faces import FaceCropper, check_face_config, check_opencv, crop_region, cut_square, to_crop_pixels
-from dfdetect.io import TMP_MARK, atomic_write_text, mp_context
-from dfdetect.labels import VIDEO_SUFFIXES, read_labels
-from dfdetect.tracking import (
+from dfdetect.extraction import manifest as mf
+from dfdetect.extraction.faces import (
+    FaceCropper,
+    check_face_config,
+    check_opencv,
+    crop_region,
+    cut_square,
+    to_crop_pixels,
+)
+from dfdetect.extraction.tracking import (
     FaceTrack,
     FaceTracker,
     SettledFrame,
@@ -50,7 +55,10 @@ from dfdetect.tracking import (
     check_tracking_config,
     select_track,
 )
-from dfdetect.video import VideoError, VideoWriter, iter_frames, probe, uniform_indices
+from dfdetect.labels import read_labels
+from dfdetect.media.files import TMP_MARK, atomic_write_text, mp_context
+from dfdetect.media.find import VIDEO_SUFFIXES, find_videos
+from dfdetect.media.video import VideoError, VideoWriter, iter_frames, probe, uniform_indices
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +114,7 @@ def _find_videos(videos: str | Path | Sequence[str | Path]) -> tuple[Path, list[
             raise ExtractError(f"{src}: no such folder or file (on Colab: is Drive mounted?)")
         if src.is_file():
             return src.parent, [src]
-        return src, sorted(p for p in src.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES
-                           and p.is_file() and TMP_MARK not in p.name)
+        return src, find_videos(src)
     paths = [Path(p).resolve() for p in videos]
     return (Path(os.path.commonpath([p.parent for p in paths])) if paths else Path()), paths
 
@@ -453,7 +460,7 @@ def process_videos(videos: str | Path | Sequence[str | Path], out_dir: str | Pat
         workers: Processes working on different videos at once.
         shard: ``"i/n"``: process only every n-th video starting at the i-th (by video_id), and
             write ``manifest.part-<i>-of-<n>.csv``; merge the parts with
-            :func:`dfdetect.manifest.merge_manifests` (``python -m dfdetect merge``).
+            :func:`dfdetect.extraction.manifest.merge_manifests` (``python -m dfdetect merge``).
         progress: Show a progress bar over videos.
 
     Returns:

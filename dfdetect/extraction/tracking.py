@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dfdetect.config import FaceConfig
-from dfdetect.faces import FaceBox, FaceCropper
+from dfdetect.extraction.faces import FaceBox, FaceCropper
 
 KEEP_RULES = ("largest", "most_confident")
 
@@ -364,7 +364,7 @@ def track_faces(frames: Iterable[tuple[int, np.ndarray]], cropper: FaceCropper,
 
     Args:
         frames: ``(frame_index, frame)`` pairs in reading order, frames ``(H, W, 3) uint8``
-            (e.g. :func:`dfdetect.video.iter_frames`, or an evenly sampled list).
+            (e.g. :func:`dfdetect.media.video.iter_frames`, or an evenly sampled list).
         cropper: The detector.
         cfg: Tracking settings.
         color: Channel order of the frames, ``"rgb"`` or ``"bgr"``.

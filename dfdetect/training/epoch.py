@@ -1,23 +1,13 @@
-"""The per-epoch mechanics: :func:`train_step`, :func:`train_epoch`, :func:`test`.
+"""One epoch: :func:`train_step`, :func:`train_epoch` and :func:`evaluate` (everything passed in).
 
-Also what a run is built from: precision (:func:`select_precision`), the loss
-(:func:`make_loss_fn`), the warm-up + cosine schedule (:func:`lr_lambda`) and
-:func:`build_training`. The run itself (:func:`fit`, :func:`fit_datasets`: checkpoints per
-epoch, early stopping, final test scoring) is in :mod:`dfdetect.training_run`; ``fit``,
-``fit_datasets``, ``TrainError``, ``LAST`` and ``BEST`` are still importable from here.
-
-Precision follows the device (:func:`select_precision`): bf16 autocast on GPUs that have it
-(Ampere+), fp16 with a GradScaler on older ones (T4, V100), fp32 on CPU. Under ``torchrun`` the
-model runs in DistributedDataParallel, metrics are computed over every rank's samples and only
-rank 0 writes files.
+What a run is built from (precision, loss, schedule, optimiser) is in
+:mod:`dfdetect.training.setup`; the whole run (:func:`dfdetect.training.fit.fit`) in
+:mod:`dfdetect.training.fit`. Under ``torchrun`` metrics are computed over every rank's samples.
 """
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,54 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from dfdetect.config import RunConfig
-from dfdetect.metrics import Predictions, binary_metrics, evaluate
-from dfdetect.model import build_model
-
-# moved to dfdetect.training_run (which imports this module); re-exported lazily below
-_RUN_NAMES = ("fit", "fit_datasets", "TrainError", "LAST", "BEST")
-
-
-def __getattr__(name: str) -> Any:
-    """``from dfdetect.engine import fit`` (and the other run names) without an import cycle."""
-    if name in _RUN_NAMES:
-        from dfdetect import training_run
-
-        return getattr(training_run, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@dataclass(frozen=True)
-class Precision:
-    """How the forward pass runs: ``dtype`` for autocast (None = fp32) and whether to scale losses."""
-
-    dtype: torch.dtype | None = None
-    scaler: bool = False
-
-
-def select_precision(device: torch.device | str, amp: str = "auto") -> Precision:
-    """Pick mixed precision for ``device``.
-
-    Args:
-        device: Training device.
-        amp: "auto" (bf16 on compute capability >= 8.0, fp16 + GradScaler on older GPUs, fp32 on
-            CPU), "bf16", "fp16" (CUDA only) or "off".
-
-    Raises:
-        ValueError: Unknown mode, or fp16 asked for off CUDA.
-    """
-    device = torch.device(device)
-    if amp not in ("auto", "bf16", "fp16", "off"):
-        raise ValueError(f"TrainConfig.amp must be auto, bf16, fp16 or off, not {amp!r}")
-    if amp == "auto":
-        if device.type != "cuda":
-            return Precision()
-        # is_bf16_supported() is also True for emulated bf16 (slow) on T4/V100: check the hardware
-        amp = "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("amp='fp16' needs a CUDA GPU; use 'bf16' or 'off' on this device")
-    return {"off": Precision(), "bf16": Precision(torch.bfloat16),
-            "fp16": Precision(torch.float16, scaler=True)}[amp]
+from dfdetect.training.metrics import Predictions, binary_metrics, video_metrics
 
 
 def _to_device(batch: Mapping, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,20 +157,19 @@ def _gather_ordered(loader: DataLoader, ids: list, labels: torch.Tensor, logits:
     return ids, labels, logits
 
 
-def test(model: nn.Module, loader: DataLoader, *, device: torch.device,
+def evaluate(model: nn.Module, loader: DataLoader, *, device: torch.device,
          amp_dtype: torch.dtype | None = None, temperature: float = 1.0,
          progress: bool = False) -> dict:
     """Evaluate: video-level metrics (mean P(fake) of each ``video_id``'s clips).
 
     Returns:
-        :func:`dfdetect.metrics.evaluate`'s dict (accuracy, balanced_accuracy, auc, log_loss,
+        :func:`dfdetect.training.metrics.video_metrics`'s dict (accuracy, balanced_accuracy, auc, log_loss,
         balanced_log_loss, confusion_matrix, n, loss; ``clip_*`` when videos have several clips).
     """
     preds = collect_predictions(model, loader, device=device, amp_dtype=amp_dtype, progress=progress)
-    return evaluate(preds, temperature)
+    return video_metrics(preds, temperature)
 
 
-test.__test__ = False  # the seed's public name; not a pytest test when imported into one
 
 
 def history_frame(rows: list[dict]) -> pd.DataFrame:
@@ -236,69 +178,3 @@ def history_frame(rows: list[dict]) -> pd.DataFrame:
     return df[["epoch"] + [c for c in df.columns if c != "epoch"]] if len(df) else df
 
 
-def lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """LR factor per step for LambdaLR: linear warm-up, then cosine decay to 0 at ``total_steps``."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        done = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
-
-    return factor
-
-
-def default_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given; else this process's GPU (LOCAL_RANK under torchrun), else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-@dataclass
-class TrainState:
-    """A training run's model, optimiser, schedule and progress (what ``last.pt`` restores)."""
-
-    model: nn.Module  # unwrapped
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler | None
-    epoch: int = 0  # epochs completed
-    history: list = field(default_factory=list)  # one dict per epoch (history.csv)
-    best: tuple = (-math.inf, -math.inf)  # (val AUC, -val loss) of the best epoch
-    best_epoch: int = 0
-    stale: int = 0  # epochs since the best one (early stopping)
-
-
-def make_loss_fn(balance: str, pos_weight: float, device: torch.device,
-                 distributed: bool = False) -> nn.Module:
-    """``BCEWithLogitsLoss``, weighted by ``pos_weight`` when classes are balanced by the loss.
-
-    Under DDP there is no weighted sampler, so ``balance="sampler"`` falls back to the loss.
-    """
-    by_loss = balance == "loss" or (balance == "sampler" and distributed)
-    return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight if by_loss else 1.0, device=device))
-
-
-def build_training(run_cfg: RunConfig, device: torch.device, precision: Precision,
-                   steps_per_epoch: int) -> TrainState:
-    """Model (channels_last on GPU), AdamW, warm-up + cosine LambdaLR, GradScaler for fp16.
-
-    What :func:`fit` trains with (``bench/train_speed.py`` builds the same).
-    """
-    tc = run_cfg.train
-    torch.manual_seed(tc.seed)  # same initial weights on every rank and every resume
-    model = build_model(run_cfg.model).to(device)
-    if device.type == "cuda" and tc.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    # no weight decay on biases and normalisation weights (1-D parameters)
-    decay = [p for p in model.parameters() if p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.dim() <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)
-    warmup = max(1, round(tc.warmup_epochs * steps_per_epoch))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(warmup, tc.epochs * steps_per_epoch))
-    scaler = torch.amp.GradScaler(device.type) if precision.scaler else None
-    return TrainState(model, optimizer, scheduler, scaler)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dfdetect.augment.copies import augment_manifest
 from dfdetect.config import (
     DataConfig,
     ExtractConfig,
@@ -26,6 +27,11 @@ from dfdetect.config import (
     RunConfig,
     TrainConfig,
 )
+from dfdetect.demo.dataset import build_demo_dataset
+from dfdetect.extraction.pipeline import process_videos
+from dfdetect.inference.folder import predict_folder
+from dfdetect.media.files import atomic_write_text
+from dfdetect.training.fit import fit
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +67,12 @@ def run_demo(out_dir: str | Path = "demo_out", cfg: DemoConfig | None = None,
         cfg: Demo settings (default :class:`DemoConfig`).
         progress: Show progress bars.
     """
-    from dfdetect.augment_copies import augment_manifest
-    from dfdetect.batch_predict import predict_folder
-    from dfdetect.demo_data import build_demo_dataset
-    from dfdetect.engine import fit
-    from dfdetect.extract import process_videos
 
     cfg = cfg or DemoConfig()
     out = Path(out_dir)
     timings: dict[str, float] = {}
 
-    t = _step("1/5 building the demo data set from data/sample")
+    t = _step("1/5 building the demo data set from the shipped faces")
     demo = build_demo_dataset(out / "data", seed=cfg.seed, progress=progress, frames=cfg.clip_frames)
     timings["data"] = time.perf_counter() - t
 
@@ -131,7 +132,6 @@ _SHOWN = ("n", "accuracy", "balanced_accuracy", "auc", "log_loss", "balanced_log
 def write_report(out: Path, data: pd.DataFrame, metrics: dict, preds: pd.DataFrame,
                  timings: dict[str, float]) -> Path:
     """Write ``OUT/report.md`` (figures linked by relative path); return its path."""
-    from dfdetect.io import atomic_write_text
 
     counts = data.groupby(["label", "manipulation"]).size().reset_index(name="clips")
     shown = preds[["file", "label", "score", "confidence", "frames_used", "faces"]].copy()

@@ -7,16 +7,14 @@ JPEG/H.264 re-compression) and :func:`apply_params` applies it to all ``T`` fram
 quantity: its level is the clip's, its pattern is new each frame (as sensor noise is), from a
 generator seeded by the clip's parameters, never from global random state.
 
-Self-blending (a REAL face blended with a jittered copy of itself, a pseudo-FAKE:
-:func:`self_blend`) lives in :mod:`dfdetect.selfblend`, and writing augmented and self-blended
-copies into a manifest (:func:`augment_manifest`) in :mod:`dfdetect.augment_copies`; both are
-importable from here.
+Self-blending (a REAL face blended with a jittered copy of itself, a pseudo-FAKE) is in
+:mod:`dfdetect.augment.selfblend`; augmented and self-blended copies written into a manifest in
+:mod:`dfdetect.augment.copies`; the before/after figure is :func:`dfdetect.viz.augmentation_figure`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from dfdetect import video
+from dfdetect.media import video
 
 REFERENCE_SIZE = 224  # pixel-valued parameters (blur sigma) are given for a face of this side
 KEYPOINT_SWAP = (1, 0, 2, 3, 5, 4)  # a mirrored face's right eye/ear is the original's left one
@@ -155,7 +153,7 @@ def h264_roundtrip(clip: np.ndarray, crf: int, fps: float = 25.0) -> np.ndarray:
     padded = np.pad(clip, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     with tempfile.TemporaryDirectory(prefix="dfdetect-h264-") as tmp:
         path = Path(tmp) / "clip.mp4"
-        video.write_video(path, padded, fps=fps, crf=crf)
+        video.write_video(path, padded, fps=fps, crf=crf, deterministic=True)  # reproducible draws
         out = video.read_all_frames(path)
     if len(out) != t:  # never seen with libx264; a shorter decode would misalign labels
         raise video.VideoError(f"H.264 round trip returned {len(out)} of {t} frames")
@@ -222,79 +220,3 @@ def transform_keypoints(keypoints: np.ndarray, p: ClipParams, size: tuple[int, i
     if p.angle:
         kp = F.rotate_keypoints(kp, canvas_size=size, angle=p.angle)[0]
     return (kp + 0.5).numpy().astype(np.float32)
-
-
-def _frames_to_show(clip: np.ndarray, count: int) -> np.ndarray:
-    return video.uniform_indices(len(clip), min(count, len(clip)))
-
-
-def augmentation_figure(clip: np.ndarray, seed: int = 0, cfg: AugmentConfig = AugmentConfig(),
-                        frames: int = 4, keypoints: np.ndarray | None = None):
-    """The same frames before and after each transform, one row per transform.
-
-    Each row switches one transform on, at the strongest setting of its range in ``cfg``
-    (printed as the row's label), and applies it to the whole clip, so the row also shows it
-    is the same on every frame. With ``keypoints`` a last row shows a self-blended clip (drawn
-    with ``seed``) and its mask's outline.
-
-    Args:
-        clip: ``(T, H, W, 3) uint8`` RGB face clip.
-        seed: Seed of the noise pattern and of the self-blend draw.
-        cfg: Parameter ranges.
-        frames: Number of frames (columns) shown, evenly spaced.
-        keypoints: Optional ``(T, 6, 2)`` face keypoints (crop pixels) for the self-blend row.
-
-    Returns:
-        A matplotlib ``Figure`` (not shown; display it or ``fig.savefig(...)``).
-    """
-    from matplotlib.figure import Figure
-
-    rng = np.random.default_rng(seed)
-    singles = {  # each transform alone at the strongest setting of its range
-        "flip": ClipParams(flip=True),
-        f"rotate {cfg.max_angle:+.0f} deg": ClipParams(angle=cfg.max_angle),
-        f"brightness x{1 + cfg.brightness:.2f}": ClipParams(brightness=1 + cfg.brightness),
-        f"contrast x{1 + cfg.contrast:.2f}": ClipParams(contrast=1 + cfg.contrast),
-        f"noise std {cfg.noise_std[1]:.0f}": ClipParams(noise_std=cfg.noise_std[1], noise_seed=seed),
-        f"blur sigma {cfg.blur_sigma[1]:.1f}": ClipParams(blur_sigma=cfg.blur_sigma[1]),
-        f"JPEG q{cfg.jpeg_quality[0]}": ClipParams(codec="jpeg", quality=cfg.jpeg_quality[0]),
-        f"H.264 crf {cfg.h264_crf[1]}": ClipParams(codec="h264", quality=cfg.h264_crf[1]),
-    }
-    rows: list[tuple[str, np.ndarray]] = [("original", clip)]
-    rows += [(name, apply_params(clip, p)) for name, p in singles.items()]
-    if keypoints is not None:
-        from dfdetect.selfblend import self_blend
-
-        blended, mask, bp = self_blend(clip, keypoints, rng)
-        rows.append((f"self-blend ({bp.mask}, ratio {bp.ratio:.2f})", blended))
-    cols = _frames_to_show(clip, frames)
-    fig = Figure(figsize=(1.8 * len(cols), 1.9 * len(rows)), layout="constrained")
-    axes = fig.subplots(len(rows), len(cols), squeeze=False)
-    for r, (name, frames_r) in enumerate(rows):
-        for c, t in enumerate(cols):
-            ax = axes[r, c]
-            ax.imshow(frames_r[t])
-            if keypoints is not None and r == len(rows) - 1:
-                ax.contour(mask[t], levels=[0.5 * max(float(mask[t].max()), 1e-6)], colors="yellow",
-                           linewidths=0.8)
-            ax.set_xticks([]), ax.set_yticks([])
-            if r == 0:
-                ax.set_title(f"frame {t}", fontsize=8)
-        axes[r, 0].set_ylabel(name, fontsize=8)
-    return fig
-
-
-# self-blending and manifest copies live in their own modules; importable from here too (lazily,
-# so that those modules can import this one without a cycle)
-_LAZY = {
-    "SelfBlendConfig": "selfblend", "BlendParams": "selfblend", "self_blend": "selfblend",
-    "face_masks": "selfblend",
-    "AugmentError": "augment_copies", "augment_manifest": "augment_copies",
-    "copy_rng": "augment_copies", "plan_copies": "augment_copies",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"dfdetect.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'dfdetect.augment' has no attribute {name!r}")

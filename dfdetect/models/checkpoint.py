@@ -35,7 +35,8 @@ from torch import nn
 
 from dfdetect import __version__
 from dfdetect.config import ConfigError, RunConfig, from_dict, to_dict
-from dfdetect.io import atomic_path, atomic_write_text
+from dfdetect.media.files import atomic_path, atomic_write_text
+from dfdetect.models.detector import build_model
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path}: refused, it contains pickled Python objects that weights_only loading does "
             f"not run ({str(err).splitlines()[0] if str(err) else err!r}). Only checkpoints written "
             "by dfdetect (tensors and plain types) are loaded; re-save it with "
-            "dfdetect.checkpoint.save_checkpoint or use a trusted export."
+            "dfdetect.models.checkpoint.save_checkpoint or use a trusted export."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(
@@ -195,7 +196,6 @@ def _run_config(data: dict, path: Path) -> RunConfig:
 
 
 def _build_loaded(state: dict, run_cfg: RunConfig, path: Path, device: str | torch.device):
-    from dfdetect.model import build_model
 
     # the weights come from the file: never download or read the backbone's initial weights
     run_cfg = dataclasses.replace(run_cfg, model=dataclasses.replace(run_cfg.model, pretrained="none"))

@@ -3,8 +3,8 @@
 Read :func:`fit_datasets` top to bottom for the whole run: config.json first, then per epoch
 train -> validate -> history.csv -> last.pt (+ best.pt by validation AUC) -> early stopping,
 then the best checkpoint is scored on the test split (metrics.json, figures). The per-epoch
-mechanics (step, epoch, evaluation, precision, loss, schedule) are in :mod:`dfdetect.engine`;
-``from dfdetect.engine import fit`` keeps working.
+mechanics are in :mod:`dfdetect.training.epoch`, what a run is built from in
+:mod:`dfdetect.training.setup`.
 
 Under ``torchrun`` the model runs in DistributedDataParallel, metrics are computed over every
 rank's samples and only rank 0 writes files.
@@ -28,24 +28,30 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from dfdetect.checkpoint import load_checkpoint, save_checkpoint, update_checkpoint
+from dfdetect import viz as plots
 from dfdetect.config import RunConfig, save_json, to_dict
-from dfdetect.engine import (
+from dfdetect.data import dataset as data
+from dfdetect.data.loaders import make_loader
+from dfdetect.extraction.manifest import read_manifest
+from dfdetect.media.files import atomic_write_text, remove_stale_temporaries
+from dfdetect.models.checkpoint import load_checkpoint, save_checkpoint, update_checkpoint
+from dfdetect.training.epoch import collect_predictions, evaluate, history_frame, train_epoch
+from dfdetect.training.metrics import (
+    Predictions,
+    binary_metrics,
+    fit_temperature,
+    reliability,
+    video_metrics,
+)
+from dfdetect.training.setup import (
     Precision,
     TrainState,
     build_training,
-    collect_predictions,
     default_device,
-    history_frame,
     make_loss_fn,
     select_precision,
-    test,
-    train_epoch,
 )
-from dfdetect.io import atomic_write_text, remove_stale_temporaries
-from dfdetect.metrics import Predictions, binary_metrics, evaluate, fit_temperature, reliability
 
-# the run's log lines keep the logger name they had before the split from engine.py
 log = logging.getLogger(__name__)
 
 
@@ -63,7 +69,7 @@ def fit(manifest: str | Path, run_dir: str | Path, run_cfg: RunConfig | None = N
 
     Args:
         manifest: ``manifest.csv`` from extraction/augmentation; rows without a split are split
-            by group with ``DataConfig`` fractions (:func:`dfdetect.data.split_manifest`).
+            by group with ``DataConfig`` fractions (:func:`dfdetect.data.dataset.split_manifest`).
         run_dir: Output folder: config.json, splits.csv, history.csv, last.pt, best.pt,
             metrics.json, PNGs.
         run_cfg: Everything else (default ``RunConfig()``).
@@ -75,8 +81,6 @@ def fit(manifest: str | Path, run_dir: str | Path, run_cfg: RunConfig | None = N
     Returns:
         What ``metrics.json`` holds (best epoch, val and test metrics, temperature, ECE).
     """
-    from dfdetect import data
-    from dfdetect.manifest import read_manifest
 
     run_cfg = run_cfg if run_cfg is not None else RunConfig()
     dc = run_cfg.data
@@ -109,7 +113,7 @@ def fit_datasets(
 ) -> dict:
     """:func:`fit` on ready datasets ``{"train", "val", "test"}`` (items as FrameSequenceDataset's).
 
-    ``pos_weight`` (REAL / FAKE clips of the train split, :func:`dfdetect.data.pos_weight`) weighs
+    ``pos_weight`` (REAL / FAKE clips of the train split, :func:`dfdetect.data.dataset.pos_weight`) weighs
     the loss when ``DataConfig.balance == "loss"``, and under DDP also for "sampler".
     """
     _check_datasets(datasets)
@@ -143,7 +147,7 @@ def fit_datasets(
                                 grad_clip=tc.grad_clip, progress=progress and main, on_step=hook)
             if world > 1:
                 _broadcast_buffers(run.model)  # evaluate (on every rank) what rank 0 saves
-            val = test(run.model, loaders["val"], device=device, amp_dtype=precision.dtype)
+            val = evaluate(run.model, loaders["val"], device=device, amp_dtype=precision.dtype)
             _end_epoch(run, run_dir, run_cfg, train, val, time.perf_counter() - start, main)
         if world > 1:
             dist.barrier()  # rank 0 has written best.pt
@@ -188,7 +192,6 @@ def _prepare_run_dir(run_dir: Path, run_cfg: RunConfig, resume: bool, main: bool
 
 def _loader(dataset: Dataset, run_cfg: RunConfig, *, train: bool, world: int,
             epoch: int = 0) -> DataLoader:
-    from dfdetect.data import make_loader
 
     tc = run_cfg.train
     loader = make_loader(dataset, tc.batch_size, train=train, workers=tc.workers,
@@ -284,7 +287,7 @@ def _final_evaluation(run: TrainState, loaders: Mapping[str, DataLoader], run_di
     result: dict[str, Any] = {"best_epoch": best["epoch"], "epochs_run": run.epoch,
                               "temperature": temperature, "val": None, "test": None}
     for split, p in preds.items():
-        result[split] = evaluate(p, calibrated=temperature)
+        result[split] = video_metrics(p, calibrated=temperature)
     if result["test"] is None:
         log.warning("the test split is empty: metrics.json has validation metrics only")
     result = _json_safe(result)
@@ -298,7 +301,6 @@ def _final_evaluation(run: TrainState, loaders: Mapping[str, DataLoader], run_di
 
 def _save_figures(run_dir: Path, history: list, preds: Predictions, temperature: float,
                   split: str) -> None:
-    from dfdetect import plots
 
     _, labels, scores = preds.by_video()
     calibrated = preds.by_video(temperature)[2]

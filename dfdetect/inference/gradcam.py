@@ -1,4 +1,4 @@
-"""Grad-CAM through the LSTM, and the figures that show it on the face crops.
+"""Grad-CAM through the LSTM (the maths; the figures are in :mod:`dfdetect.viz`).
 
 The reference project drew a class-activation map of the *last* frame's backbone features
 with the final linear layer's weights, which ignores the LSTM: the LSTM, not a linear map, turns
@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -169,89 +168,3 @@ def upsample(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- figures
-
-
-def overlay(face: np.ndarray, cam: np.ndarray, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
-    """Blend a heatmap onto a face crop.
-
-    Args:
-        face: ``(H, W, 3) uint8`` RGB crop.
-        cam: ``(h, w)`` map in ``[0, 1]``; resized to ``(H, W)`` when different.
-        alpha: Weight of the heatmap colour (0 = face only); scaled by the map so cold regions
-            keep the face visible.
-        cmap: A matplotlib colormap name.
-
-    Returns:
-        ``(H, W, 3) uint8`` RGB image.
-    """
-    import cv2
-    import matplotlib
-
-    cam = np.clip(np.nan_to_num(cam.astype(np.float32)), 0.0, 1.0)
-    if cam.shape != face.shape[:2]:
-        cam = cv2.resize(cam, (face.shape[1], face.shape[0]), interpolation=cv2.INTER_LINEAR)
-    colour = matplotlib.colormaps[cmap](cam)[..., :3] * 255.0
-    a = alpha * (0.35 + 0.65 * cam)[..., None]
-    return np.clip(face.astype(np.float32) * (1 - a) + colour * a, 0, 255).astype(np.uint8)
-
-
-def heatmap_figure(
-    faces: np.ndarray,
-    cams: np.ndarray,
-    scores: Sequence[float] | None = None,
-    frame_indices: Sequence[int] | None = None,
-    title: str = "",
-    cols: int = 5,
-):
-    """A grid of face crops with their Grad-CAM, in frame order.
-
-    Args:
-        faces: ``(T, H, W, 3) uint8`` RGB crops.
-        cams: ``(T, h, w)`` maps in ``[0, 1]``.
-        scores: ``(T,)`` per-frame P(fake) printed under each frame (see
-            :func:`dfdetect.predict.frame_scores`), or None.
-        frame_indices: ``(T,)`` source-video frame numbers for the captions, or None.
-        title: Figure title (e.g. file name, label and score).
-        cols: Panels per row.
-
-    Returns:
-        A ``matplotlib.figure.Figure`` (not attached to pyplot: nothing is shown or kept).
-    """
-    from matplotlib.figure import Figure
-
-    if len(faces) != len(cams):
-        raise ValueError(f"{len(faces)} faces but {len(cams)} maps")
-    n = len(faces)
-    cols = max(1, min(cols, n))
-    rows = max(1, int(np.ceil(n / cols)))
-    fig = Figure(figsize=(2.0 * cols, 2.25 * rows + (0.4 if title else 0)), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for i, ax in enumerate(axes):
-        ax.set_axis_off()
-        if i >= n:
-            continue
-        ax.imshow(overlay(faces[i], cams[i]))
-        caption = f"frame {int(frame_indices[i])}" if frame_indices is not None else f"#{i}"
-        if scores is not None and np.isfinite(scores[i]):
-            caption += f"  P(fake) {float(scores[i]):.2f}"
-        ax.set_title(caption, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig
-
-
-def write_heatmap_video(
-    path: str | Path, faces: np.ndarray, cams: np.ndarray, fps: float = 4.0
-) -> Path:
-    """Write the overlaid frames as a short H.264 mp4 (atomically); return the path.
-
-    Args:
-        path: Output ``.mp4``.
-        faces: ``(T, H, W, 3) uint8`` RGB crops (H and W even).
-        cams: ``(T, h, w)`` maps in ``[0, 1]``.
-        fps: Playback rate; the frames are seconds apart in the source, so a slow rate reads best.
-    """
-    from dfdetect.video import write_video
-
-    write_video(path, (overlay(f, c) for f, c in zip(faces, cams)), fps=fps)
-    return Path(path)

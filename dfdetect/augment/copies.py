@@ -25,12 +25,18 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dfdetect import video
-from dfdetect.augment import AugmentConfig, apply_params, draw_params, transform_keypoints
-from dfdetect.io import atomic_path, remove_stale_temporaries
+from dfdetect.augment.ops import AugmentConfig, apply_params, draw_params, transform_keypoints
+from dfdetect.augment.selfblend import SelfBlendConfig, self_blend, sidecar_landmarks
+from dfdetect.extraction.manifest import (
+    OK,
+    face_video_path,
+    read_manifest,
+    sidecar_path,
+    write_manifest,
+)
 from dfdetect.labels import FAKE, LABEL_NAMES, REAL
-from dfdetect.manifest import OK, face_video_path, read_manifest, sidecar_path, write_manifest
-from dfdetect.selfblend import SelfBlendConfig, self_blend, sidecar_landmarks
+from dfdetect.media import video
+from dfdetect.media.files import atomic_path, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 

@@ -1,15 +1,16 @@
 """The offline demo data set: small labelled REAL and FAKE videos made from the shipped real faces.
 
 REAL clips are segments of the real talking-head video and the still portraits filmed by a
-smooth virtual camera (pan, zoom, roll, lighting; :mod:`dfdetect.synth`). FAKE clips are made
-from REAL clips by the two manipulations of :mod:`dfdetect.fakes`: a face swap (another
+smooth virtual camera (pan, zoom, roll, lighting; :mod:`dfdetect.demo.synth`). FAKE clips are made
+from REAL clips by the two manipulations of :mod:`dfdetect.demo.fakes`: a face swap (another
 person's face, colour-matched and blended) and a mouth reenactment (lip-sync-like warp). The
 ``group`` of a clip is the person its REAL footage shows, so a group-aware split never puts a
 fake in another split than the clip it was made from (obama.jpg and obama2.jpg are one group).
 
 The set shows that the pipeline works end to end; it is far too small and its fakes far too
 simple to say anything about accuracy on real deepfakes. Nothing is copied or downloaded:
-the faces are read from ``data/sample`` (licences in its FACES_LICENCES.md).
+the faces are read from the package data ``dfdetect/demo/sample`` (licences in its
+FACES_LICENCES.md), found with :mod:`importlib.resources` so any install has them.
 
 Layout of ``out_dir``: ``videos/*.mp4``, ``labels.csv`` (``file,label,group,manipulation,donor``,
 ``file`` relative to ``videos/``) and ``demo.json`` (the settings it was built with).
@@ -18,6 +19,7 @@ Layout of ``out_dir``: ``videos/*.mp4``, ``labels.csv`` (``file,label,group,mani
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import json
 import logging
 import zlib
@@ -30,13 +32,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dfdetect import fakes, synth, video
-from dfdetect.io import atomic_write_text, remove_stale_temporaries
+from dfdetect.demo import fakes, synth
+from dfdetect.extraction.faces import FaceCropper
 from dfdetect.labels import FAKE, REAL, int_to_label
+from dfdetect.media import video
+from dfdetect.media.files import atomic_write_text, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
-SAMPLE_DIR = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE_DIR = Path(str(importlib.resources.files("dfdetect.demo") / "sample"))  # package data
 REAL_VIDEO = "WolfgangLanger_Pexels.mp4"
 IDENTITIES = {  # sample file -> the person it shows (the group of every clip made from it)
     REAL_VIDEO: "pexels_woman", "astronaut.png": "collins", "grace_hopper.jpg": "hopper",
@@ -156,7 +160,7 @@ def track_keypoints(frames: np.ndarray, cropper: Any, window: int = 5) -> np.nda
 
     Args:
         frames: ``(T, H, W, 3) uint8`` RGB.
-        cropper: A :class:`dfdetect.faces.FaceCropper`.
+        cropper: A :class:`dfdetect.extraction.faces.FaceCropper`.
         window: Moving-average length in frames.
 
     Returns:
@@ -172,7 +176,7 @@ def track_keypoints(frames: np.ndarray, cropper: Any, window: int = 5) -> np.nda
             kps[t] = max(boxes, key=lambda b: b.area).keypoints
     found = ~np.isnan(kps).any(axis=(1, 2))
     if not found.any():
-        raise DemoDataError("no face found in a demo clip; is data/sample intact?")
+        raise DemoDataError("no face found in a demo clip; is dfdetect/demo/sample intact?")
     idx = np.arange(len(frames))
     flat = kps.reshape(len(frames), -1)
     for j in range(flat.shape[1]):
@@ -194,7 +198,7 @@ class _Sources:
             image = synth.load_rgb(self.dir / name)
             boxes = self.cropper.detect(image)
             if not boxes:
-                raise DemoDataError(f"{self.dir / name}: no face found; is data/sample intact?")
+                raise DemoDataError(f"{self.dir / name}: no face found; is dfdetect/demo/sample intact?")
             box = max(boxes, key=lambda b: b.area)
             self._photos[name] = (image, box.keypoints.astype(np.float64), box)
         return self._photos[name]
@@ -209,7 +213,7 @@ class _Sources:
             frame = next(f for i, f in video.iter_frames(path) if i >= middle)
             boxes = self.cropper.detect(frame)
             if not boxes:
-                raise DemoDataError(f"{path}: no face in its middle frame; is data/sample intact?")
+                raise DemoDataError(f"{path}: no face in its middle frame; is dfdetect/demo/sample intact?")
             self._video_face = (frame, boxes[0].keypoints.astype(np.float64))
         return self._video_face
 
@@ -334,7 +338,7 @@ def _check_inputs(spec: DemoSpec, sample: Path) -> Path:
     missing = sorted(n for n in needed if not (sample / n).is_file())
     if missing:
         raise DemoDataError(f"{sample}: missing {missing}; run from a clone of the repository "
-                            "(data/sample ships with it) or pass sample_dir")
+                            "(dfdetect/demo/sample ships with it) or pass sample_dir")
     return sample
 
 
@@ -351,7 +355,7 @@ def build_demo_dataset(
         out_dir: Output folder (``videos/``, ``labels.csv``, ``demo.json``).
         seed: Seed of every random choice (camera paths, donors, manipulation parameters).
         spec: What to build (default :class:`DemoSpec`).
-        sample_dir: Folder of the shipped faces (default the repository's ``data/sample``).
+        sample_dir: Folder of the shipped faces (default the package's ``dfdetect/demo/sample``).
         progress: Show a progress bar.
         **changes: Fields of ``spec`` to change, e.g. ``frames=32`` or ``size=(256, 256)``.
 
@@ -374,7 +378,6 @@ def build_demo_dataset(
     todo = [r for r in reals
             if any(not (videos / f"{p.name}.mp4").exists() for p in [r, *derived[r.name]])]
     if todo:
-        from dfdetect.faces import FaceCropper  # MediaPipe: only when something is built
 
         with FaceCropper() as cropper:
             sources = _Sources(sample, spec, cropper)
