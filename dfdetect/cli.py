@@ -14,11 +14,22 @@ from collections.abc import Callable, Sequence
 
 from dfdetect import __version__
 from dfdetect.augment.copies import augment_manifest
-from dfdetect.config import ExtractConfig, FaceConfig, RunConfig, from_dict, replace, to_dict
+from dfdetect.config import (
+    DataConfig,
+    ExtractConfig,
+    FaceConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    from_dict,
+    replace,
+    to_dict,
+)
 from dfdetect.demo.run import DemoConfig, run_demo
 from dfdetect.extraction.pipeline import merge_parts, process_videos
 from dfdetect.inference.folder import predict_folder
 from dfdetect.inference.predictor import ERROR
+from dfdetect.models.backbones import list_backbones
 from dfdetect.models.checkpoint import export_model
 from dfdetect.training.fit import fit
 
@@ -162,25 +173,31 @@ def _add_train(sub: argparse._SubParsersAction) -> Runner:
     p.add_argument("run_dir", help="output folder (also where --resume looks for last.pt)")
     p.add_argument("--config", help="JSON of RunConfig fields (e.g. an earlier RUN_DIR/config.json); "
                    "the flags below override it. With --resume: RUN_DIR/config.json by default")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default 20)")
-    p.add_argument("--batch-size", type=int, help="clips per step, per GPU (default 8)")
-    p.add_argument("--lr", type=float, help="AdamW peak learning rate (default 1e-4)")
-    p.add_argument("--frames", type=int, help="frames per clip, T (default 20)")
-    p.add_argument("--size", type=int, help="frame side fed to the model, pixels (default 112)")
-    p.add_argument("--backbone", help="torchvision model name (default resnext50_32x4d)")
-    weights = p.add_mutually_exclusive_group()
-    weights.add_argument("--no-pretrained", action="store_true",
-                         help="random backbone initialisation (no download)")
-    weights.add_argument("--weights", metavar="PATH",
-                         help="backbone weights file (.pth/.safetensors) instead of downloading ImageNet's")
-    p.add_argument("--hidden", type=int, help="LSTM hidden size (default 2048)")
-    p.add_argument("--workers", type=int, help="DataLoader workers (default 2)")
+    d, m, t = DataConfig(), ModelConfig(), TrainConfig()  # the defaults shown are the configs'
+    p.add_argument("--epochs", type=int, help=f"maximum epochs (default {t.epochs})")
+    p.add_argument("--batch-size", type=int, help=f"clips per step, per GPU (default {t.batch_size})")
+    p.add_argument("--lr", type=float, help=f"AdamW peak learning rate (default {t.lr:g})")
+    p.add_argument("--backbone-lr-scale", type=float, help="backbone learning rate = lr * this "
+                   f"(default {t.backbone_lr_scale:g}; fine-tuning pretrained weights: 0.1)")
+    p.add_argument("--freeze-backbone-epochs", type=int, help="train only the LSTM and head for "
+                   f"the first N epochs (default {t.freeze_backbone_epochs})")
+    p.add_argument("--frames", type=int, help=f"frames per clip, T (default {d.frames})")
+    p.add_argument("--size", type=int, help=f"frame side fed to the model, pixels (default {d.size})")
+    p.add_argument("--backbone", help=f"a registered backbone (default {m.backbone}): "
+                   f"{', '.join(list_backbones())}")
+    p.add_argument("--pretrained", metavar="SOURCE", help=f"backbone weights: imagenet (download), "
+                   f"offline (efficientnet_lite0, no download), none, or a .pth/.safetensors PATH "
+                   f"(default {m.pretrained})")
+    p.add_argument("--freeze-bn", action="store_true", default=None,
+                   help="keep the backbone's BatchNorm statistics fixed (small batches)")
+    p.add_argument("--hidden", type=int, help=f"LSTM hidden size (default {m.hidden})")
+    p.add_argument("--workers", type=int, help=f"DataLoader workers (default {t.workers})")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR/last.pt")
-    p.add_argument("--self-blend-prob", type=float,
-                   help="chance a REAL training clip is self-blended into a FAKE (default 0)")
+    p.add_argument("--self-blend-prob", type=float, help="chance a REAL training clip is "
+                   f"self-blended into a FAKE (default {d.self_blend_prob:g})")
     p.add_argument("--balance", choices=["sampler", "loss", "none"], help="class imbalance handling")
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="mixed precision (auto)")
-    p.add_argument("--seed", type=int, help="model initialisation and sampling seed (default 0)")
+    p.add_argument("--seed", type=int, help=f"model initialisation and sampling seed (default {t.seed})")
     p.add_argument("--device", help="torch device (default: this rank's GPU, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return _run_train
@@ -190,7 +207,9 @@ def _add_train(sub: argparse._SubParsersAction) -> Runner:
 _TRAIN_FLAGS = {
     "epochs": ("train", "epochs"), "batch_size": ("train", "batch_size"), "lr": ("train", "lr"),
     "frames": ("data", "frames"), "size": ("data", "size"), "backbone": ("model", "backbone"),
-    "weights": ("model", "pretrained"), "hidden": ("model", "hidden"),
+    "pretrained": ("model", "pretrained"), "hidden": ("model", "hidden"),
+    "freeze_bn": ("model", "freeze_bn"), "backbone_lr_scale": ("train", "backbone_lr_scale"),
+    "freeze_backbone_epochs": ("train", "freeze_backbone_epochs"),
     "workers": ("train", "workers"), "self_blend_prob": ("data", "self_blend_prob"),
     "balance": ("data", "balance"), "amp": ("train", "amp"), "seed": ("train", "seed"),
 }
@@ -208,8 +227,6 @@ def _run_train(a: argparse.Namespace) -> int:
     for flag, (section, name) in _TRAIN_FLAGS.items():
         if getattr(a, flag) is not None:
             cfg[section][name] = getattr(a, flag)
-    if a.no_pretrained:
-        cfg["model"]["pretrained"] = "none"
     result = fit(a.manifest, a.run_dir, from_dict(RunConfig, cfg), resume=a.resume,
                  device=a.device, progress=not a.no_progress)
     if os.environ.get("RANK", "0") != "0":

@@ -58,10 +58,10 @@ class DataConfig:
 
     frames: int = 20  # T, frames per clip
     size: int = 112  # H = W of the frames fed to the model (112-224)
-    mean: tuple[float, float, float] = IMAGENET_MEAN  # per-channel normalisation (backbone's)
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, float, float] | None = None  # normalisation; None = the backbone's weights'
+    std: tuple[float, float, float] | None = None  # (filled in by fit, stored in the checkpoint)
     train_stride: int = 0  # training clip stride in frames; 0 = random stride that fits the video
-    cache: bool = True  # decode each face video once into a uint8 memmap: 5x faster
+    cache: bool = True  # decode each face video once into a uint8 memmap: 5x faster (False: decode)
     cache_dir: str = ""  # folder of that cache; "" = MANIFEST_DIR/cache (Colab: use the local disk)
     augment: bool = False  # clip-consistent on-the-fly augmentation of training clips
     self_blend_prob: float = 0.0  # chance a REAL training clip is turned into a self-blended FAKE
@@ -72,11 +72,50 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges of the clip-consistent augmentations (each transform is on with its probability)."""
+
+    flip_prob: float = 0.5  # horizontal flip
+    rotate_prob: float = 0.5  # in-plane rotation ...
+    max_angle: float = 10.0  # ... uniform in [-max_angle, max_angle] degrees
+    brightness_prob: float = 0.5  # brightness gain ...
+    brightness: float = 0.2  # ... uniform in [1 - b, 1 + b]
+    contrast_prob: float = 0.5  # contrast around the clip's mean grey ...
+    contrast: float = 0.2  # ... factor uniform in [1 - c, 1 + c]
+    blur_prob: float = 0.3  # Gaussian blur ...
+    blur_sigma: tuple[float, float] = (0.5, 1.5)  # ... sigma range, pixels of a 224-px face
+    noise_prob: float = 0.3  # Gaussian noise ...
+    noise_std: tuple[float, float] = (2.0, 8.0)  # ... std range, in 0-255 intensity units
+    compress_prob: float = 0.5  # re-compression, JPEG or H.264 with equal chance ...
+    jpeg_quality: tuple[int, int] = (30, 90)  # ... JPEG quality range
+    h264_crf: tuple[int, int] = (23, 40)  # ... H.264 CRF range (higher = worse)
+
+
+@dataclass(frozen=True)
+class SelfBlendConfig:
+    """Ranges of the self-blending parameters (sizes as fractions of the face's size)."""
+
+    mask: str = "random"  # "hull" (keypoints, extended to brow and chin), "ellipse" or "random"
+    mask_scale: tuple[float, float] = (0.85, 1.1)  # mask size about its centre
+    morph: float = 0.06  # erode (-) / dilate (+) the mask by up to this fraction
+    mask_blur: tuple[float, float] = (0.02, 0.08)  # Gaussian sigma of the mask edge, fraction
+    ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)  # blend ratio drawn from these
+    brightness: float = 0.1  # source colour jitter: gain in [1 - b, 1 + b] ...
+    contrast: float = 0.1  # ... contrast factor in [1 - c, 1 + c] ...
+    saturation: float = 0.1  # ... saturation factor in [1 - s, 1 + s] ...
+    channel: float = 0.05  # ... and per-channel (R, G, B) gains in [1 - g, 1 + g] (colour cast)
+    sharpness: tuple[float, float] = (0.3, 2.0)  # source sharpness factor (<1 blurs, >1 sharpens)
+    max_shift: float = 0.03  # source shift, up to this fraction in x and y
+    scale: float = 0.04  # source scale in [1 - s, 1 + s]
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """DeepfakeDetector architecture."""
 
-    backbone: str = "resnext50_32x4d"  # torchvision model name; others for quick CPU experiments
-    pretrained: str = "imagenet"  # "imagenet" (download), "none", or a path to a weights file
+    backbone: str = "resnext50_32x4d"  # a registered name (dfdetect.models.backbones.list_backbones())
+    pretrained: str = "imagenet"  # "imagenet" (download), "offline" (efficientnet_lite0), "none", a path
+    freeze_bn: bool = False  # keep the backbone's BatchNorm statistics fixed (small batches)
     hidden: int = 2048  # LSTM hidden size
     layers: int = 1  # LSTM layers
     bidirectional: bool = False  # LSTM direction
@@ -90,7 +129,8 @@ class TrainConfig:
 
     epochs: int = 20  # maximum epochs
     batch_size: int = 8  # clips per step (per process under DDP)
-    lr: float = 1e-4  # AdamW peak learning rate
+    lr: float = 1e-4  # AdamW peak learning rate of the LSTM and head
+    backbone_lr_scale: float = 1.0  # backbone's learning rate = lr * this (fine-tuning: 0.1)
     weight_decay: float = 1e-3  # AdamW weight decay
     warmup_epochs: float = 0.5  # linear warm-up, then cosine decay
     grad_clip: float = 1.0  # max gradient norm (0 = off)
@@ -109,6 +149,8 @@ class RunConfig:
 
     face: FaceConfig = field(default_factory=FaceConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # with DataConfig.augment
+    self_blend: SelfBlendConfig = field(default_factory=SelfBlendConfig)  # DataConfig.self_blend_prob
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from dfdetect.augment.ops import AugmentConfig, ClipParams, apply_params
 from dfdetect.augment.selfblend import self_blend
+from dfdetect.config import IMAGENET_MEAN, IMAGENET_STD
 from dfdetect.extraction.manifest import OK, face_video_path, read_manifest
 from dfdetect.media.files import atomic_path
 from dfdetect.media.video import probe, read_frames, uniform_indices, write_video
@@ -111,8 +112,8 @@ def clip_figure(item: Mapping, data_cfg, columns: int = 10) -> Figure:
         columns: Frames per row.
     """
     frames = np.asarray(item["frames"], dtype=np.float32)
-    mean = np.asarray(data_cfg.mean, np.float32)[None, :, None, None]
-    std = np.asarray(data_cfg.std, np.float32)[None, :, None, None]
+    mean = np.asarray(data_cfg.mean or IMAGENET_MEAN, np.float32)[None, :, None, None]
+    std = np.asarray(data_cfg.std or IMAGENET_STD, np.float32)[None, :, None, None]
     rgb = np.clip((frames * std + mean).transpose(0, 2, 3, 1), 0, 1)  # (T, S, S, 3)
     t = len(rgb)
     cols, rows = min(columns, t), -(-t // min(columns, t))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from face_fixtures import face_clip, write_face_dataset
 
-from dfdetect.config import DataConfig
+from dfdetect.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 from dfdetect.data.dataset import FrameSequenceDataset, pos_weight, read_clip
 from dfdetect.data.loaders import make_loader
 from dfdetect.data.preprocess import preprocess_clip, resize_frames
@@ -50,7 +50,7 @@ def test_preprocess_clip_shapes_and_normalisation():
     y = preprocess_clip(grey, DataConfig(size=32))
     assert y.shape == (2, 3, 32, 32) and y.abs().max() < 0.01
     white = preprocess_clip(np.full((1, 8, 8, 3), 255, np.uint8), DataConfig(size=8))
-    np.testing.assert_allclose(white[0, :, 0, 0], (1 - np.array(CFG.mean)) / np.array(CFG.std), rtol=1e-5)
+    np.testing.assert_allclose(white[0, :, 0, 0], (1 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD), rtol=1e-5)  # mean None: ImageNet
     # resizing first (as the cache does) changes nothing
     assert torch.equal(preprocess_clip(resize_frames(clip, 112), DataConfig(size=112)), x)
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\) uint8"):

@@ -308,7 +308,7 @@ def small_manifest(tmp_path_factory) -> Path:
 
 def test_cli_train_resume_and_export(small_manifest, tmp_path, capsys):
     run = tmp_path / "run"
-    flags = ["--no-pretrained", "--backbone", "resnet18", "--hidden", "8", "--frames", "4",
+    flags = ["--pretrained", "none", "--backbone", "resnet18", "--hidden", "8", "--frames", "4",
              "--size", "32", "--batch-size", "4", "--workers", "0", "--balance", "none", "--seed", "3",
              "--no-progress"]
     assert main(["train", str(small_manifest), str(run), "--epochs", "1", *flags]) == 0
@@ -341,4 +341,4 @@ def test_cli_reports_missing_imagenet_weights(small_manifest, tmp_path, capsys, 
     code = main(["train", str(small_manifest), str(tmp_path / "run"), "--backbone", "resnet18",
                  "--hidden", "8", "--workers", "0", "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 1 and "--weights PATH" in err and "--no-pretrained" in err
+    assert code == 1 and "--pretrained PATH" in err and "--pretrained none" in err

@@ -146,10 +146,11 @@ def test_imagenet_download_failure_names_both_alternatives(monkeypatch):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
     with pytest.raises(PretrainedWeightsError) as err:
         build_model(ModelConfig(backbone="resnet18", pretrained="imagenet", hidden=8))
     msg = str(err.value)
-    assert "could not be downloaded" in msg and "--weights PATH" in msg and "--no-pretrained" in msg
+    assert "could not be downloaded" in msg and "--pretrained PATH" in msg and "--pretrained none" in msg
 
 
 def test_local_weights_file_is_loaded(tmp_path):

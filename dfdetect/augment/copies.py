@@ -145,7 +145,7 @@ def make_copy(face: Path, out: Path, kind: str, rng: np.random.Generator, crf: i
     if side is not None:
         side["augment_params"] = np.array(json.dumps(drawn))
         _write_sidecar(sidecar_path(out), side)  # sidecar first: the video marks a valid copy
-    video.write_video(out, out_frames, fps=fps, crf=crf)
+    video.write_video(out, out_frames, fps=fps, crf=crf, deterministic=True)  # a remade copy is identical
     return drawn
 
 

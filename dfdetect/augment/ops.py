@@ -25,30 +25,11 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
+from dfdetect.config import AugmentConfig
 from dfdetect.media import video
 
 REFERENCE_SIZE = 224  # pixel-valued parameters (blur sigma) are given for a face of this side
 KEYPOINT_SWAP = (1, 0, 2, 3, 5, 4)  # a mirrored face's right eye/ear is the original's left one
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Ranges of the clip-consistent augmentations (each transform is on with its probability)."""
-
-    flip_prob: float = 0.5  # horizontal flip
-    rotate_prob: float = 0.5  # in-plane rotation ...
-    max_angle: float = 10.0  # ... uniform in [-max_angle, max_angle] degrees
-    brightness_prob: float = 0.5  # brightness gain ...
-    brightness: float = 0.2  # ... uniform in [1 - b, 1 + b]
-    contrast_prob: float = 0.5  # contrast around the clip's mean grey ...
-    contrast: float = 0.2  # ... factor uniform in [1 - c, 1 + c]
-    blur_prob: float = 0.3  # Gaussian blur ...
-    blur_sigma: tuple[float, float] = (0.5, 1.5)  # ... sigma range, pixels of a 224-px face
-    noise_prob: float = 0.3  # Gaussian noise ...
-    noise_std: tuple[float, float] = (2.0, 8.0)  # ... std range, in 0-255 intensity units
-    compress_prob: float = 0.5  # re-compression, JPEG or H.264 with equal chance ...
-    jpeg_quality: tuple[int, int] = (30, 90)  # ... JPEG quality range
-    h264_crf: tuple[int, int] = (23, 40)  # ... H.264 CRF range (higher = worse)
 
 
 @dataclass(frozen=True)

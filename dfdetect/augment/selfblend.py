@@ -25,28 +25,11 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from dfdetect.augment.ops import clip_contrast, to_numpy, to_tensor
+from dfdetect.config import SelfBlendConfig
 
 log = logging.getLogger(__name__)
 
 MASKS = ("hull", "ellipse")
-
-
-@dataclass(frozen=True)
-class SelfBlendConfig:
-    """Ranges of the self-blending parameters (sizes as fractions of the face's size)."""
-
-    mask: str = "random"  # "hull" (keypoints, extended to brow and chin), "ellipse" or "random"
-    mask_scale: tuple[float, float] = (0.85, 1.1)  # mask size about its centre
-    morph: float = 0.06  # erode (-) / dilate (+) the mask by up to this fraction
-    mask_blur: tuple[float, float] = (0.02, 0.08)  # Gaussian sigma of the mask edge, fraction
-    ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)  # blend ratio drawn from these
-    brightness: float = 0.1  # source colour jitter: gain in [1 - b, 1 + b] ...
-    contrast: float = 0.1  # ... contrast factor in [1 - c, 1 + c] ...
-    saturation: float = 0.1  # ... saturation factor in [1 - s, 1 + s] ...
-    channel: float = 0.05  # ... and per-channel (R, G, B) gains in [1 - g, 1 + g] (colour cast)
-    sharpness: tuple[float, float] = (0.3, 2.0)  # source sharpness factor (<1 blurs, >1 sharpens)
-    max_shift: float = 0.03  # source shift, up to this fraction in x and y
-    scale: float = 0.04  # source scale in [1 - s, 1 + s]
 
 
 @dataclass(frozen=True)

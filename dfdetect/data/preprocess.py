@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from dfdetect.config import DataConfig
+from dfdetect.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
 
 
 def _as_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -39,7 +39,8 @@ def preprocess_clip(frames: np.ndarray, cfg: DataConfig) -> torch.Tensor:
 
     Args:
         frames: ``(T, H, W, 3) uint8`` RGB face crops (square; other shapes are stretched).
-        cfg: ``size`` (S) and the backbone's ``mean``/``std``.
+        cfg: ``size`` (S) and the backbone's ``mean``/``std`` (None, before ``fit`` resolves them
+            from the backbone: ImageNet's).
 
     Returns:
         ``(T, 3, S, S) float32``: bilinear antialiased resize (on uint8), scaled to [0, 1],
@@ -47,4 +48,4 @@ def preprocess_clip(frames: np.ndarray, cfg: DataConfig) -> torch.Tensor:
     """
     x = _resize(_as_tensor(frames), cfg.size).contiguous()  # float maths is 3x faster contiguous
     x = F.to_dtype(x, torch.float32, scale=True)
-    return F.normalize(x, list(cfg.mean), list(cfg.std))
+    return F.normalize(x, list(cfg.mean or IMAGENET_MEAN), list(cfg.std or IMAGENET_STD))

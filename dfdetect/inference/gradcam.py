@@ -66,11 +66,14 @@ def _cam_layer(model: nn.Module, layer: nn.Module | None) -> nn.Module:
 
 
 @contextlib.contextmanager
-def _capture(layer: nn.Module, store: list[torch.Tensor]) -> Iterator[None]:
+def _capture(layer: nn.Module, store: list[torch.Tensor], channels: int | None = None
+             ) -> Iterator[None]:
     """Replace ``layer``'s output by a detached leaf that requires grad and remember it.
 
     Back-propagation then stops at the block we explain: nothing below it is differentiated
     and no parameter ``.grad`` is touched, which keeps Grad-CAM about one forward's cost.
+    ``channels``: the C the registry declares for the layer; another size means the layout is not
+    NCHW (e.g. a Swin stage's NHWC), which would give wrong maps, so it is an error.
     """
 
     def hook(_module, _inputs, output):
@@ -79,6 +82,10 @@ def _capture(layer: nn.Module, store: list[torch.Tensor]) -> Iterator[None]:
                 f"cam_layer {type(_module).__name__} returned {type(output).__name__} "
                 f"{getattr(output, 'shape', '')}; Grad-CAM needs a (B*T, C, h, w) tensor"
             )
+        if channels is not None and output.shape[1] != channels:
+            raise GradCamError(
+                f"cam_layer {type(_module).__name__} returned {tuple(output.shape)}: not NCHW with "
+                f"the {channels} channels its backbone declares; Grad-CAM would be wrong")
         leaf = output.detach().requires_grad_(True)
         store.append(leaf)
         return leaf
@@ -133,7 +140,10 @@ def grad_cam(
     store: list[torch.Tensor] = []
     # cuDNN's LSTM refuses backward in eval mode; the native kernel gives the same numbers
     no_cudnn = torch.backends.cudnn.flags(enabled=False) if clips.is_cuda else contextlib.nullcontext()
-    with _eval_mode(model), _capture(_cam_layer(model, layer), store), no_cudnn, torch.enable_grad():
+    spec = getattr(model, "spec", None) if layer is None else None  # the registry's declared C
+    channels = getattr(spec, "cam_dim", None)
+    with (_eval_mode(model), _capture(_cam_layer(model, layer), store, channels), no_cudnn,
+          torch.enable_grad()):
         logits = model(clips).reshape(-1)
         if not store:
             raise GradCamError("cam_layer was not called by the model's forward; check `cam_layer`")

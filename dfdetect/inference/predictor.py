@@ -265,7 +265,7 @@ class Predictor:
         self.model = model.eval()
         self.cfg = run_cfg
         self.device = next(model.parameters()).device
-        self.temperature = float(getattr(model, "temperature", 1.0) or 1.0)
+        self.temperature = float(model.temperature)
         # every sampled frame is detected; gaps count in sampled frames (see tracking.py)
         self.track_cfg = replace(run_cfg.face, detect_every=1)
         self._cropper = None
@@ -394,20 +394,10 @@ class Predictor:
 
     def _forward(self, clips: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """``(N, T, 3, s, s) -> (P(fake) (N,), per-frame P(fake) (N, T))`` in one pass per batch."""
-        lstm, head = getattr(self.model, "lstm", None), getattr(self.model, "head", None)
-        seqs: list[torch.Tensor] = []
-        hook = None
-        if isinstance(lstm, nn.Module) and isinstance(head, nn.Module):
-            hook = lstm.register_forward_hook(lambda _m, _i, out: seqs.append(out[0]))
-        try:
-            with torch.inference_mode():
-                logits = torch.cat([self.model(c.to(self.device)).float().reshape(-1)
-                                    for c in clips.split(BATCH_CLIPS)])
-                frame = (head(torch.cat(seqs)).float().squeeze(-1) if len(seqs)
-                         else torch.full(clips.shape[:2], float("nan")))
-        finally:
-            if hook is not None:
-                hook.remove()
+        with torch.inference_mode():
+            pairs = [self.model.frame_logits(c.to(self.device)) for c in clips.split(BATCH_CLIPS)]
+        logits = torch.cat([p[0].float().reshape(-1) for p in pairs])
+        frame = torch.cat([p[1].float() for p in pairs])
         t = self.temperature
         return (torch.sigmoid(logits / t).cpu().numpy(), torch.sigmoid(frame / t).cpu().numpy())
 

@@ -34,6 +34,7 @@ from dfdetect.data import dataset as data
 from dfdetect.data.loaders import make_loader
 from dfdetect.extraction.manifest import read_manifest
 from dfdetect.media.files import atomic_write_text, remove_stale_temporaries
+from dfdetect.models.backbones import resolve_run_config
 from dfdetect.models.checkpoint import load_checkpoint, save_checkpoint, update_checkpoint
 from dfdetect.training.epoch import collect_predictions, evaluate, history_frame, train_epoch
 from dfdetect.training.metrics import (
@@ -82,7 +83,7 @@ def fit(manifest: str | Path, run_dir: str | Path, run_cfg: RunConfig | None = N
         What ``metrics.json`` holds (best epoch, val and test metrics, temperature, ECE).
     """
 
-    run_cfg = run_cfg if run_cfg is not None else RunConfig()
+    run_cfg = resolve_run_config(run_cfg if run_cfg is not None else RunConfig())
     dc = run_cfg.data
     rank, world, owns_group = _init_distributed()
     try:
@@ -94,8 +95,10 @@ def fit(manifest: str | Path, run_dir: str | Path, run_cfg: RunConfig | None = N
             cols = ["video_id", "file", "label", "group", "split", "source", "status"]
             atomic_write_text(Path(run_dir) / "splits.csv", df[cols].to_csv(index=False))
         datasets = {split: data.FrameSequenceDataset(
-            manifest, dc, split=split, train=split == "train", cache=(dc.cache_dir or True) if dc.cache else False,
-            cache_workers=max(1, run_cfg.train.workers)) for split in ("train", "val", "test")}
+            manifest, dc, split=split, train=split == "train",
+            cache=(dc.cache_dir or True) if dc.cache else False, augment_cfg=run_cfg.augment,
+            blend_cfg=run_cfg.self_blend, cache_workers=max(1, run_cfg.train.workers))
+            for split in ("train", "val", "test")}
         if world > 1 and rank == 0:
             dist.barrier()
         pos_weight = data.pos_weight(df[df["split"] == "train"], dc.self_blend_prob)
@@ -117,6 +120,7 @@ def fit_datasets(
     the loss when ``DataConfig.balance == "loss"``, and under DDP also for "sampler".
     """
     _check_datasets(datasets)
+    run_cfg = resolve_run_config(run_cfg)
     rank, world, owns_group = _init_distributed()
     device, tc, main = default_device(device), run_cfg.train, rank == 0
     run_dir = Path(run_dir)

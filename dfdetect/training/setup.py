@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -99,6 +100,23 @@ def make_loss_fn(balance: str, pos_weight: float, device: torch.device,
     return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight if by_loss else 1.0, device=device))
 
 
+def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float, weight_decay: float
+                 ) -> list[dict[str, Any]]:
+    """AdamW groups: backbone at ``lr * backbone_lr_scale`` (fine-tuning pretrained weights), the
+    rest at ``lr``; no weight decay on biases and normalisation weights (1-D parameters)."""
+    backbone = getattr(model, "backbone", None)
+    in_backbone = {id(p) for p in backbone.parameters()} if backbone is not None else set()
+    groups = []
+    for part, scale in (("backbone", backbone_lr_scale), ("head", 1.0)):
+        params = [p for p in model.parameters() if (id(p) in in_backbone) == (part == "backbone")]
+        for decay in (True, False):
+            chosen = [p for p in params if (p.dim() > 1) == decay]
+            if chosen:
+                groups.append({"params": chosen, "lr": lr * scale,
+                               "weight_decay": weight_decay if decay else 0.0})
+    return groups
+
+
 def build_training(run_cfg: RunConfig, device: torch.device, precision: Precision,
                    steps_per_epoch: int) -> TrainState:
     """Model (channels_last on GPU), AdamW, warm-up + cosine LambdaLR, GradScaler for fp16.
@@ -110,11 +128,8 @@ def build_training(run_cfg: RunConfig, device: torch.device, precision: Precisio
     model = build_model(run_cfg.model).to(device)
     if device.type == "cuda" and tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    # no weight decay on biases and normalisation weights (1-D parameters)
-    decay = [p for p in model.parameters() if p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.dim() <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)
+    optimizer = torch.optim.AdamW(param_groups(model, tc.lr, tc.backbone_lr_scale, tc.weight_decay),
+                                  lr=tc.lr)
     warmup = max(1, round(tc.warmup_epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(warmup, tc.epochs * steps_per_epoch))
