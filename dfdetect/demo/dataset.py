@@ -295,14 +295,14 @@ def _build_real_and_fakes(real: ClipPlan, derived: list[ClipPlan], sources: _Sou
     frames = _render_real(real, sources, seed)  # deterministic: rebuilt even when written
     spec = sources.spec
     if not (videos / f"{real.name}.mp4").exists():
-        video.write_video(videos / f"{real.name}.mp4", frames, fps=spec.fps, crf=spec.crf)
+        video.write_video(videos / f"{real.name}.mp4", frames, fps=spec.fps, crf=spec.crf, deterministic=True)
     missing = [p for p in derived if not (videos / f"{p.name}.mp4").exists()]
     if not missing:
         return
     keypoints = track_keypoints(frames, sources.cropper)
     for plan in missing:
         fake = _render_fake(plan, frames, keypoints, sources, seed)
-        video.write_video(videos / f"{plan.name}.mp4", fake.frames, fps=spec.fps, crf=spec.crf)
+        video.write_video(videos / f"{plan.name}.mp4", fake.frames, fps=spec.fps, crf=spec.crf, deterministic=True)
 
 
 def _check_settings(out: Path, spec: DemoSpec, seed: int) -> None:
