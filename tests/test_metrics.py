@@ -135,7 +135,7 @@ def test_clip_figure_undoes_normalisation():
 
     from dfdetect.config import DataConfig
 
-    cfg = DataConfig(frames=12, size=16)
+    cfg = DataConfig(frames=12, size=16, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
     rgb = np.linspace(0, 1, 12 * 3 * 16 * 16, dtype=np.float32).reshape(12, 3, 16, 16)
     mean, std = np.array(cfg.mean)[:, None, None], np.array(cfg.std)[:, None, None]
     item = {"frames": torch.from_numpy(((rgb - mean) / std).astype(np.float32)),
