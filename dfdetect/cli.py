@@ -8,6 +8,7 @@ function (the library call). Library modules are imported inside ``_run_*`` so t
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -27,13 +28,39 @@ from dfdetect.config import (
 )
 from dfdetect.demo.run import DemoConfig, run_demo
 from dfdetect.extraction.pipeline import merge_parts, process_videos
-from dfdetect.inference.folder import predict_folder
-from dfdetect.inference.predictor import ERROR
+from dfdetect.inference.folder import list_videos, predict_folder
+from dfdetect.inference.predictor import FAKE, REAL
 from dfdetect.models.backbones import list_backbones
 from dfdetect.models.checkpoint import export_model
-from dfdetect.training.fit import fit
+from dfdetect.training.fit import LAST, fit
 
 Runner = Callable[[argparse.Namespace], int]
+_PROGRESS: dict[str, str] = {}  # "done": what the running command finished, for Ctrl-C's line
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum {low}")
+        return value
+    return parse
+
+
+def _float_in(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (low < value if low_open else low <= value) or not value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {'(' if low_open else '['}"
+                                             f"{low}, {high}]")
+        return value
+    return parse
 
 
 def _add_extract(sub: argparse._SubParsersAction) -> Runner:
@@ -42,7 +69,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> Runner:
     p = sub.add_parser("extract", help="crop faces from every video into face videos + manifest.csv")
     p.add_argument("videos", help="folder of videos (searched recursively) or one video file")
     p.add_argument("out", help="output folder: OUT/faces/*.mp4 and OUT/manifest.csv")
-    p.add_argument("--labels", help="labels CSV (file,label[,group][,split]) relative to VIDEOS")
+    p.add_argument("--labels", help="labels CSV (file,label[,group][,split]); its own path is relative to the "
+                   "working directory, the file paths in it are relative to VIDEOS")
     p.add_argument("--size", type=int, default=f.size, help=f"face crop side in pixels ({f.size})")
     p.add_argument("--margin", type=float, default=f.margin,
                    help=f"border around the box, fraction of its side ({f.margin})")
@@ -131,13 +159,14 @@ def _add_predict(sub: argparse._SubParsersAction) -> Runner:
     p.add_argument("--checkpoint", required=True,
                    help="RUN/best.pt or an exported model.safetensors; the face crop, clip length "
                    "and normalisation all come from it")
-    p.add_argument("--out", help="write OUT/predictions.csv (replacing an earlier run's) and, with "
-                   "--heatmaps, OUT/heatmaps/<name>.png")
+    p.add_argument("--out", help="write OUT/predictions.csv and, with --heatmaps, "
+                   "OUT/heatmaps/<name>.png (an earlier run there is moved to OUT/previous/<time>/)")
     p.add_argument("--heatmaps", action="store_true",
                    help="Grad-CAM grid of the frames used, per video (needs --out)")
     p.add_argument("--heatmap-video", action="store_true", help="also OUT/heatmaps/<name>.mp4")
-    p.add_argument("--threshold", type=float, default=0.5, help="FAKE when P(fake) >= this (0.5)")
-    p.add_argument("--clips", type=int, default=0,
+    p.add_argument("--threshold", type=_float_in(0.0, 1.0), default=0.5,
+                   help="FAKE when P(fake) >= this, in [0, 1] (0.5)")
+    p.add_argument("--clips", type=_int_at_least(0), default=0,
                    help="clips per face: 0 (default) = one per 15*T frames, at most 4")
     p.add_argument("--aggregate", choices=["mean", "median", "max"], default="mean",
                    help="how clip scores make the video score (default: mean of P(fake))")
@@ -149,20 +178,23 @@ def _add_predict(sub: argparse._SubParsersAction) -> Runner:
 def _run_predict(a: argparse.Namespace) -> int:
     import json
 
+    done = [0]
+    total = len(list_videos(a.videos, exclude=a.out))
+    _PROGRESS["done"] = f"0 of {total} videos"
+
     def show(result) -> None:
         print(json.dumps(result.to_dict()), flush=True)
+        done[0] += 1
+        saved = f"; their rows are in {a.out}/predictions.csv" if a.out else ""
+        _PROGRESS["done"] = f"{done[0]} of {total} videos{saved}"
 
-    try:
-        df = predict_folder(a.videos, a.checkpoint, a.out, heatmaps=a.heatmaps,
-                            heatmap_video=a.heatmap_video, progress=not a.no_progress,
-                            device=a.device, on_result=show, threshold=a.threshold,
-                            clips=a.clips or None, aggregate=a.aggregate)
-    except FileExistsError as err:
-        print(f"dfdetect predict: error: {err}", file=sys.stderr)
-        return 1
+    df = predict_folder(a.videos, a.checkpoint, a.out, heatmaps=a.heatmaps,
+                        heatmap_video=a.heatmap_video, progress=not a.no_progress,
+                        device=a.device, on_result=show, threshold=a.threshold,
+                        clips=a.clips or None, aggregate=a.aggregate)
     if a.out:
         print(f"{len(df)} prediction(s) written to {a.out}/predictions.csv", file=sys.stderr)
-    return 0 if (df["label"] != ERROR).any() else 1
+    return 0 if df["label"].isin([REAL, FAKE]).any() else 1  # no verdict at all: failure
 
 
 def _add_train(sub: argparse._SubParsersAction) -> Runner:
@@ -174,15 +206,18 @@ def _add_train(sub: argparse._SubParsersAction) -> Runner:
     p.add_argument("--config", help="JSON of RunConfig fields (e.g. an earlier RUN_DIR/config.json); "
                    "the flags below override it. With --resume: RUN_DIR/config.json by default")
     d, m, t = DataConfig(), ModelConfig(), TrainConfig()  # the defaults shown are the configs'
-    p.add_argument("--epochs", type=int, help=f"maximum epochs (default {t.epochs})")
-    p.add_argument("--batch-size", type=int, help=f"clips per step, per GPU (default {t.batch_size})")
-    p.add_argument("--lr", type=float, help=f"AdamW peak learning rate (default {t.lr:g})")
-    p.add_argument("--backbone-lr-scale", type=float, help="backbone learning rate = lr * this "
-                   f"(default {t.backbone_lr_scale:g}; fine-tuning pretrained weights: 0.1)")
-    p.add_argument("--freeze-backbone-epochs", type=int, help="train only the LSTM and head for "
-                   f"the first N epochs (default {t.freeze_backbone_epochs})")
-    p.add_argument("--frames", type=int, help=f"frames per clip, T (default {d.frames})")
-    p.add_argument("--size", type=int, help=f"frame side fed to the model, pixels (default {d.size})")
+    p.add_argument("--epochs", type=_int_at_least(0), help=f"maximum epochs (default {t.epochs})")
+    p.add_argument("--batch-size", type=_int_at_least(1),
+                   help=f"clips per step, per GPU (default {t.batch_size})")
+    p.add_argument("--lr", type=_float_in(0.0, 1.0, low_open=True),
+                   help=f"AdamW peak learning rate (default {t.lr:g})")
+    p.add_argument("--backbone-lr-scale", type=_float_in(0.0, 1.0), help="backbone learning rate = "
+                   f"lr * this (default {t.backbone_lr_scale:g}; fine-tuning pretrained weights: 0.1)")
+    p.add_argument("--freeze-backbone-epochs", type=_int_at_least(0), help="train only the LSTM and "
+                   f"head for the first N epochs (default {t.freeze_backbone_epochs})")
+    p.add_argument("--frames", type=_int_at_least(1), help=f"frames per clip, T (default {d.frames})")
+    p.add_argument("--size", type=_int_at_least(16),
+                   help=f"frame side fed to the model, pixels, >= 16 (default {d.size})")
     p.add_argument("--backbone", help=f"a registered backbone (default {m.backbone}): "
                    f"{', '.join(list_backbones())}")
     p.add_argument("--pretrained", metavar="SOURCE", help=f"backbone weights: imagenet (download), "
@@ -190,8 +225,8 @@ def _add_train(sub: argparse._SubParsersAction) -> Runner:
                    f"(default {m.pretrained})")
     p.add_argument("--freeze-bn", action="store_true", default=None,
                    help="keep the backbone's BatchNorm statistics fixed (small batches)")
-    p.add_argument("--hidden", type=int, help=f"LSTM hidden size (default {m.hidden})")
-    p.add_argument("--workers", type=int, help=f"DataLoader workers (default {t.workers})")
+    p.add_argument("--hidden", type=_int_at_least(1), help=f"LSTM hidden size (default {m.hidden})")
+    p.add_argument("--workers", type=_int_at_least(0), help=f"DataLoader workers (default {t.workers})")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR/last.pt")
     p.add_argument("--self-blend-prob", type=float, help="chance a REAL training clip is "
                    f"self-blended into a FAKE (default {d.self_blend_prob:g})")
@@ -227,8 +262,15 @@ def _run_train(a: argparse.Namespace) -> int:
     for flag, (section, name) in _TRAIN_FLAGS.items():
         if getattr(a, flag) is not None:
             cfg[section][name] = getattr(a, flag)
-    result = fit(a.manifest, a.run_dir, from_dict(RunConfig, cfg), resume=a.resume,
-                 device=a.device, progress=not a.no_progress)
+    run_cfg = from_dict(RunConfig, cfg)  # ConfigError (one line) names a bad field
+
+    def step(epoch: int, n: int) -> None:
+        _PROGRESS["done"] = (f"epoch {epoch} of {run_cfg.train.epochs} (step {n}); "
+                             f"{a.run_dir}/{LAST} holds the last finished epoch: continue with --resume")
+
+    _PROGRESS["done"] = f"epoch 0 of {run_cfg.train.epochs}"
+    result = fit(a.manifest, a.run_dir, run_cfg, resume=a.resume,
+                 device=a.device, progress=not a.no_progress, on_step=step)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun, rank 0 reports
     scores = result["test"] or result["val"]
@@ -304,14 +346,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    _PROGRESS.clear()
     try:
         return runners[args.command](args)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
+    except KeyboardInterrupt:
+        done = _PROGRESS.get("done", "")
+        print(f"dfdetect {args.command}: interrupted" + (f" after {done}" if done else ""),
+              file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError) as err:
         # our errors say what to do; a traceback would only hide that (use -v for it)
         if args.verbose:
             raise
-        print(f"dfdetect {args.command}: error: {err}", file=sys.stderr)
+        print(f"dfdetect {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 1
+
+
+_OS_ADVICE = {
+    errno.EACCES: "check its permissions or choose another location",
+    errno.EPERM: "check its permissions or choose another location",
+    errno.ENOSPC: "the disk is full: free space or write elsewhere",
+    errno.EDQUOT: "the disk quota is used up: free space or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.EEXIST: "a file is in the way of a folder: choose another path or move that file",
+    errno.ENOTDIR: "a file is in the way of a folder: choose another path or move that file",
+    errno.EISDIR: "a folder is where a file was expected: give the file's path",
+}
+
+
+def _one_line(err: BaseException) -> str:
+    """The error as one line: ``PATH: reason; what to do`` for OS errors."""
+    if isinstance(err, OSError) and err.strerror:
+        where = f"{err.filename}: " if err.filename else ""
+        advice = _OS_ADVICE.get(err.errno or 0, "")
+        text = f"{where}{err.strerror}" + (f"; {advice}" if advice and advice not in err.strerror else "")
+    else:
+        text = str(err)
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

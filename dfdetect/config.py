@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +24,29 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class ConfigError(ValueError):
     """A configuration dictionary has an unknown key or a value of the wrong kind."""
+
+
+def _check(cfg: Any, rules: dict[str, tuple[Any, str]]) -> None:
+    """Raise ConfigError naming the first field of ``cfg`` whose value breaks its rule.
+
+    ``rules``: field -> (predicate on the value, what a valid value is).
+    """
+    for name, (ok, expected) in rules.items():
+        value = getattr(cfg, name)
+        try:
+            valid = bool(ok(value))
+        except TypeError:
+            valid = False
+        if not valid:
+            raise ConfigError(f"{type(cfg).__name__}.{name} = {value!r}: must be {expected}")
+
+
+def _int_at_least(low: int) -> Any:
+    return lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= low
+
+
+def _fraction(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and 0.0 <= v <= 1.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +93,21 @@ class DataConfig:
     test_fraction: float = 0.15  # of groups, likewise
     balance: str = "sampler"  # class imbalance: "sampler", "loss" (pos_weight) or "none"
     seed: int = 0  # split and sampling seed
+
+    def __post_init__(self) -> None:
+        _check(self, {
+            "frames": (_int_at_least(1), "an integer >= 1 (frames per clip)"),
+            "size": (_int_at_least(16), "an integer >= 16 (pixels)"),
+            "mean": (lambda v: v is None or len(v) == 3, "None (the backbone's) or 3 numbers (R, G, B)"),
+            "std": (lambda v: v is None or (len(v) == 3 and min(v) > 0),
+                    "None (the backbone's) or 3 positive numbers (R, G, B)"),
+            "train_stride": (_int_at_least(0), "an integer >= 0 (0 = random stride)"),
+            "self_blend_prob": (_fraction, "a probability in [0, 1]"),
+            "val_fraction": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+            "test_fraction": (lambda v: 0 <= v < 1 and v + self.val_fraction < 1,
+                              "a fraction in [0, 1) with val_fraction + test_fraction < 1"),
+            "balance": (lambda v: v in ("sampler", "loss", "none"), "'sampler', 'loss' or 'none'"),
+        })
 
 
 @dataclass(frozen=True)
@@ -122,6 +161,17 @@ class ModelConfig:
     dropout: float = 0.4  # before the linear head
     pooling: str = "mean"  # clip summary fed to the head: "mean" of LSTM outputs over time, or "last"
 
+    def __post_init__(self) -> None:
+        _check(self, {
+            "backbone": (lambda v: isinstance(v, str) and v != "", "a registered backbone name"),
+            "pretrained": (lambda v: isinstance(v, str) and v != "",
+                           "'imagenet', 'offline', 'none' or a weights file path"),
+            "hidden": (_int_at_least(1), "an integer >= 1"),
+            "layers": (_int_at_least(1), "an integer >= 1"),
+            "dropout": (lambda v: 0 <= v < 1, "a probability in [0, 1)"),
+            "pooling": (lambda v: v in ("mean", "last"), "'mean' or 'last'"),
+        })
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -141,6 +191,22 @@ class TrainConfig:
     workers: int = 2  # DataLoader workers
     seed: int = 0  # model init and sampling seed
     calibrate: bool = True  # fit a temperature on validation logits after training (ECE before/after)
+
+    def __post_init__(self) -> None:
+        _check(self, {
+            "epochs": (_int_at_least(0), "an integer >= 0"),
+            "batch_size": (_int_at_least(1), "an integer >= 1"),
+            # 0 is allowed (a frozen run, used in tests); the CLI's --lr asks for > 0
+            "lr": (lambda v: 0 <= v < float("inf"), "a finite learning rate >= 0"),
+            "backbone_lr_scale": (lambda v: 0 <= v < float("inf"), ">= 0 (0 = a frozen backbone)"),
+            "weight_decay": (lambda v: 0 <= v < float("inf"), ">= 0"),
+            "warmup_epochs": (lambda v: 0 <= v < float("inf"), ">= 0 (epochs)"),
+            "grad_clip": (lambda v: 0 <= v < float("inf"), ">= 0 (0 = off)"),
+            "amp": (lambda v: v in ("auto", "bf16", "fp16", "off"), "'auto', 'bf16', 'fp16' or 'off'"),
+            "freeze_backbone_epochs": (_int_at_least(0), "an integer >= 0"),
+            "patience": (_int_at_least(0), "an integer >= 0 (0 = off)"),
+            "workers": (_int_at_least(0), "an integer >= 0"),
+        })
 
 
 @dataclass(frozen=True)

@@ -60,22 +60,34 @@ def _load_table(csv_path: Path) -> pd.DataFrame:
         raise LabelsError(f"{csv_path}: no such labels file; check the path (on Colab: is Drive mounted?)")
     try:
         df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
-                         skipinitialspace=True)
+                         skipinitialspace=True, skip_blank_lines=False)
+    except PermissionError:
+        raise LabelsError(f"{csv_path}: permission denied reading it; fix its permissions "
+                          "(chmod +r) or copy it somewhere readable") from None
+    except OSError as err:
+        raise LabelsError(f"{csv_path}: cannot be read ({err.strerror or err}); check the disk "
+                          "or mount (on Colab: is Drive mounted?)") from None
     except pd.errors.EmptyDataError:
         raise LabelsError(f"{csv_path}: the file is empty; {_HEADER_HELP} followed by one row per video") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise LabelsError(f"{csv_path}: not a readable CSV ({err}); {_HEADER_HELP}") from None
     df.columns = [str(c).strip().lower() for c in df.columns]
+    first = 2  # file line of the first row: below the header
     if "file" not in df.columns and len(df.columns) == 2 and str(df.columns[1]).upper() in LABEL_VALUES:
         log.warning("%s has no header: read it as 'file,label' (its first line %r is a video). "
                     "Add the line 'file,label' at the top to silence this warning.",
                     csv_path, ",".join(df.columns))
         df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
-                         header=None, names=["file", "label"], skipinitialspace=True)
+                         header=None, names=["file", "label"], skipinitialspace=True,
+                         skip_blank_lines=False)
+        first = 1
     missing = [c for c in ("file", "label") if c not in df.columns]
     if missing:
         raise LabelsError(f"{csv_path}: missing column(s) {missing} (found {list(df.columns)}); "
                           f"{_HEADER_HELP}")
+    # blank lines are read (then dropped) so every row keeps its true line number for errors
+    df["_line"] = range(first, first + len(df))
+    df = df[(df.drop(columns="_line") != "").any(axis=1)]
     if df.empty:
         raise LabelsError(f"{csv_path}: no rows below the header; add one 'file,label' line per video")
     return df
@@ -96,7 +108,8 @@ def _clean_file(csv_path: Path, line: int, name: str) -> str:
 
 def _rows(csv_path: Path, df: pd.DataFrame) -> list[dict[str, str]]:
     rows, seen = [], {}
-    for line, row in enumerate(df.to_dict("records"), start=2):
+    for row in df.to_dict("records"):
+        line = int(row["_line"])
         file = _clean_file(csv_path, line, str(row["file"]))
         if file in seen:
             raise LabelsError(f"{csv_path} lines {seen[file]} and {line}: {file!r} is listed twice; "

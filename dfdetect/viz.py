@@ -7,6 +7,8 @@ headless, in tests and in notebooks (where a returned Figure displays itself).
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,13 +24,29 @@ from dfdetect.extraction.manifest import OK, face_video_path, read_manifest
 from dfdetect.media.files import atomic_path
 from dfdetect.media.video import probe, read_frames, uniform_indices, write_video
 
+log = logging.getLogger(__name__)
+_GLYPH_MISSING = "missing from font"  # matplotlib: "Glyph 20013 (...) missing from font(s) ..."
+
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     """Write ``fig`` as a PNG atomically and return the path."""
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         fig.savefig(tmp, dpi=dpi, format="png")  # layout="constrained" already fits the margins
+    _report(caught, path)
     return path
+
+
+def _report(caught: list[warnings.WarningMessage], path: Path) -> None:
+    """One debug line for characters the font lacks (CJK file names in a title: drawn as boxes,
+    and matplotlib would warn for each glyph on every draw); other warnings pass on."""
+    glyphs = [w for w in caught if _GLYPH_MISSING in str(w.message)]
+    if glyphs:
+        log.debug("%s: %d title character(s) missing from the font, drawn as boxes", path, len(glyphs))
+    for w in caught:
+        if w not in glyphs:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def training_curves(history: pd.DataFrame) -> Figure:

@@ -49,7 +49,7 @@ def test_preprocess_clip_shapes_and_normalisation():
     grey = np.full((2, 50, 50, 3), [124, 116, 104], np.uint8)  # ~ the ImageNet mean
     y = preprocess_clip(grey, DataConfig(size=32))
     assert y.shape == (2, 3, 32, 32) and y.abs().max() < 0.01
-    white = preprocess_clip(np.full((1, 8, 8, 3), 255, np.uint8), DataConfig(size=8))
+    white = preprocess_clip(np.full((1, 16, 16, 3), 255, np.uint8), DataConfig(size=16))
     np.testing.assert_allclose(white[0, :, 0, 0], (1 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD), rtol=1e-5)  # mean None: ImageNet
     # resizing first (as the cache does) changes nothing
     assert torch.equal(preprocess_clip(resize_frames(clip, 112), DataConfig(size=112)), x)

@@ -353,13 +353,13 @@ def test_folder_one_row_per_video_even_when_some_fail(checkpoint, videos, tmp_pa
     on_disk = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     assert list(on_disk["file"]) == list(df["file"]) and list(on_disk["label"]) == list(df["label"])
     assert json.loads(on_disk.loc[3, "clip_scores"]) == pytest.approx(seen[3].clip_scores, abs=1e-5)
-    assert on_disk.loc[3, "heatmap_file"] == "heatmaps/planted.png"
-    assert (out / "heatmaps" / "planted.png").stat().st_size > 1000
-    assert not (out / "heatmaps" / "broken.png").exists()
-    # a rerun replaces its own file; a predictions.csv dfdetect did not write is refused
+    assert on_disk.loc[3, "heatmap_file"] == "heatmaps/planted.mp4.png"
+    assert (out / "heatmaps" / "planted.mp4.png").stat().st_size > 1000
+    assert not (out / "heatmaps" / "broken.mp4.png").exists()
+    # a rerun moves its own earlier results aside; a predictions.csv dfdetect did not write is refused
     predict_folder([videos["planted"]], checkpoint, out, heatmap_video=True, progress=False)
     assert len(pd.read_csv(out / "predictions.csv")) == 1
-    assert video.probe(out / "heatmaps" / "planted.mp4").frames == T
+    assert video.probe(out / "heatmaps" / "planted.mp4.mp4").frames == T
     other = tmp_path / "other"
     other.mkdir()
     (other / "predictions.csv").write_text("id,value\n1,2\n")

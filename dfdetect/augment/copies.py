@@ -29,6 +29,7 @@ from dfdetect.augment.ops import AugmentConfig, apply_params, draw_params, trans
 from dfdetect.augment.selfblend import SelfBlendConfig, self_blend, sidecar_landmarks
 from dfdetect.extraction.manifest import (
     OK,
+    UNREADABLE,
     face_video_path,
     read_manifest,
     sidecar_path,
@@ -149,6 +150,24 @@ def make_copy(face: Path, out: Path, kind: str, rng: np.random.Generator, crf: i
     return drawn
 
 
+def _mark_missing(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Rows marked ``ok`` whose face video is gone become ``unreadable`` (saying why), so they are
+    neither copied nor trained on; a planned copy in that state is made again."""
+    ok = df["status"] == OK
+    gone = [i for i in df.index[ok] if not face_video_path(path, df.loc[i]).is_file()]
+    if not gone:
+        return df
+    df = df.copy()
+    for i in gone:
+        df.loc[i, "status"] = UNREADABLE
+        df.loc[i, "error"] = (f"face video {df.loc[i, 'face_video']} is missing (deleted?); rerun "
+                              "extract for this video (augment remakes a missing copy)")
+    log.warning("%s: %d row(s) marked ok have no face video (e.g. %s): marked %r",
+                path, len(gone), df.loc[gone[0], "face_video"], UNREADABLE)
+    write_manifest(df, path)
+    return read_manifest(path)
+
+
 def augment_manifest(
     manifest: str | Path, *, ratio: float = 1.0, per_video: int = 0, self_blend: bool = False,
     seed: int = 0, cfg: AugmentConfig | None = None, blend_cfg: SelfBlendConfig | None = None,
@@ -175,7 +194,7 @@ def augment_manifest(
         AugmentError: No usable REAL rows to copy.
     """
     path = Path(manifest)
-    df = read_manifest(path)
+    df = _mark_missing(read_manifest(path), path)
     kind = "self_blend" if self_blend else "augment"
     if _sources(df, kind).empty:
         raise AugmentError(f"{path}: no REAL rows with status 'ok' to copy; check the labels "

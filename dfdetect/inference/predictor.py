@@ -192,9 +192,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
+NOT_FINITE = ("model output is not finite (NaN or infinite P(fake)): the checkpoint diverged "
+              "(NaN weights or temperature); retrain with a lower --lr or --amp off")
+
+
 def decide(score: float, threshold: float = 0.5) -> tuple[str, float]:
-    """``(label, confidence)`` for P(fake) ``score``: FAKE when ``score >= threshold``."""
+    """``(label, confidence)`` for P(fake) ``score``: FAKE when ``score >= threshold``.
+
+    Raises:
+        ValueError: ``score`` is NaN or infinite (a NaN compares False and would read REAL).
+    """
+    if not math.isfinite(score):
+        raise ValueError(NOT_FINITE)
     return (FAKE, score) if score >= threshold else (REAL, 1.0 - score)
+
+
+def _note(res: VideoPrediction, text: str) -> None:
+    res.message = f"{res.message}; {text}" if res.message else text
 
 
 def default_clips(frames: int, clip_len: int, max_clips: int = MAX_CLIPS) -> int:
@@ -239,6 +253,8 @@ class _Sample:
     video_frames: int
     clips: int
     timings: dict[str, float]
+    frames_wanted: int = 0  # distinct frames sampled; more than frames_read: the file ends early
+    last_read: int = -1  # source number of the last frame decoded
 
 
 @dataclass
@@ -328,6 +344,10 @@ class Predictor:
         """
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate={aggregate!r}: use one of {sorted(AGGREGATES)}")
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold={threshold}: give a P(fake) threshold in [0, 1]")
+        if clips is not None and (not isinstance(clips, int) or clips < 1):
+            raise ValueError(f"clips={clips!r}: give a number of clips >= 1 (None = by length)")
         start = time.perf_counter()
         res = VideoPrediction(file=name or str(video), label=ERROR, aggregate=aggregate,
                               threshold=threshold)
@@ -335,10 +355,18 @@ class Predictor:
             sample = self._read(Path(video), clips, max_clips)
         except VideoError as err:
             res.message = str(err)
+        except PermissionError:  # the file is fine; re-encoding (VideoError's advice) would not help
+            res.message = (f"{video}: permission denied reading it; fix its permissions "
+                           "(chmod +r) or copy it somewhere readable")
         else:
             res.frames_read, res.video_frames = sample.frames_read, sample.video_frames
             res.faces, res.timings = len(sample.tracks), sample.timings
             self._score(res, sample, min_track_frames, heatmaps)
+            if sample.frames_read < sample.frames_wanted:
+                _note(res, f"only {sample.frames_read} of {sample.frames_wanted} sampled frames "
+                      f"could be decoded: the file ends after frame {sample.last_read} of the "
+                      f"{sample.video_frames} its header announces (truncated?), so the verdict "
+                      "covers only that part; re-encode or copy the file again")
         res.seconds = time.perf_counter() - start
         res.timings["total"] = res.seconds
         return res
@@ -347,6 +375,9 @@ class Predictor:
         """Sample frames evenly, detect and crop faces, link them into tracks."""
 
         t0 = time.perf_counter()
+        if path.is_file():
+            with open(path, "rb") as fh:  # PermissionError here; FFmpeg would call it a bad file
+                fh.read(1)
         info = probe(path)
         clip_len = self.cfg.data.frames
         clips = int(clips) if clips else default_clips(info.frames, clip_len, max_clips)
@@ -372,7 +403,9 @@ class Predictor:
         if result.frames_read == 0:
             raise VideoError(f"{path}: no frame could be decoded; re-encode the file")
         timings = {"decode": decode[0], **detector.seconds}
-        return _Sample(result.tracks, detector, result.frames_read, info.frames, clips, timings)
+        last = int(result.read_index[-1]) if len(result.read_index) else -1
+        return _Sample(result.tracks, detector, result.frames_read, info.frames, clips, timings,
+                       frames_wanted=len(set(indices.tolist())), last_read=last)
 
     def _candidate(self, track: Any, sample: _Sample, min_frames: int) -> _Candidate | None:
         """The clips of one track (detected frames only), or None when it is too short."""
@@ -416,9 +449,15 @@ class Predictor:
             res.message = (f"no face: the longest face track has {most} detection(s) in "
                            f"{sample.frames_read} sampled frames, {min_frames} needed "
                            f"(detector {self.cfg.face.model!r}, min_score {self.cfg.face.min_score})")
+            hint = _more_sampling_hint(most, sample, min_frames, clip_len)
+            if hint:
+                res.message += f"; {hint}"
             return
         scores, frame_scores = self._forward(torch.cat([c.clips for c in cands]))
         res.timings["model"] = time.perf_counter() - t1
+        if not np.isfinite(scores).all():
+            res.label, res.message = ERROR, NOT_FINITE
+            return
         agg, start = AGGREGATES[res.aggregate], 0
         for c in cands:
             n = len(c.clips)
@@ -450,6 +489,20 @@ class Predictor:
         return Heatmap(faces=cand.faces, cams=cam.cams.reshape(-1, size, size),
                        frame_indices=cand.frame_indices, clip_scores=top["clip_scores"],
                        frame_scores=np.asarray(top["frame_scores"], dtype=np.float32))
+
+
+def _more_sampling_hint(most: int, sample: _Sample, min_frames: int, clip_len: int) -> str:
+    """How many clips would likely find enough detections, when the video has more frames."""
+    if most == 0 or sample.frames_read >= sample.video_frames:
+        return ""  # no face at all, or every frame was already read: more sampling cannot help
+    rate = most / sample.frames_read  # share of sampled frames where the face was found
+    clips = math.ceil(min_frames / rate / clip_len)
+    clips = min(max(clips, sample.clips + 1), math.ceil(sample.video_frames / clip_len))
+    if clips <= sample.clips:
+        return ""
+    return (f"the face was found in {most} of {sample.frames_read} sampled frames: sample more "
+            f"with --clips {clips} (clips={clips}; {clips * clip_len} frames of the "
+            f"{sample.video_frames})")
 
 
 def resolve_predictor(model_or_checkpoint: Any, run_cfg: RunConfig | None,

@@ -22,10 +22,13 @@ metadata) for sharing; :func:`load_model` reads either.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
+import os
 import pickle
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,10 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.c
 
 class CheckpointError(RuntimeError):
     """A checkpoint or exported model cannot be read; the message names the file and what to do."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint cannot be written (disk full); the message names the folder and what to do."""
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -133,9 +140,27 @@ def save_checkpoint(
 
 
 def _write(ckpt: dict, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(ckpt, tmp)
+    except (RuntimeError, OSError) as err:
+        # torch's writer reports a full disk as "[enforce fail at inline_container.cc:...]"
+        full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT) or \
+            isinstance(err, RuntimeError) and "inline_container" in str(err)
+        if not full:
+            raise
+        raise CheckpointWriteError(
+            f"{path}: could not be written, the disk (or Drive quota) holding {path.parent} is "
+            f"full ({_free(path.parent)} free); free space there or use another RUN_DIR "
+            f"(the previous {path.name}, if any, is intact)") from None
     return path
+
+
+def _free(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB"
+    except OSError:
+        return "unknown"
 
 
 def update_checkpoint(path: str | Path, **fields: Any) -> None:
@@ -149,30 +174,80 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint written by :func:`save_checkpoint`, never unpickling code.
 
     Raises:
-        CheckpointError: Missing, truncated or corrupt file; a file holding pickled objects
-            (not a dfdetect checkpoint, or an unsafe one); an unknown format version.
+        CheckpointError: Missing, unreadable, truncated or corrupt file; something else than a
+            checkpoint (a web page, random bytes, text); a file holding pickled objects (not a
+            dfdetect checkpoint, or an unsafe one); an unknown format version; missing entries.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint; check the path (train writes "
                               "RUN_DIR/best.pt and RUN_DIR/last.pt)")
+    head = _head(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path}: refused, it contains pickled Python objects that weights_only loading does "
-            f"not run ({str(err).splitlines()[0] if str(err) else err!r}). Only checkpoints written "
-            "by dfdetect (tensors and plain types) are loaded; re-save it with "
-            "dfdetect.models.checkpoint.save_checkpoint or use a trusted export."
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(
-            f"{path}: truncated or corrupt checkpoint ({type(err).__name__}: {err}). It was "
-            "probably cut off while copying or writing: copy it again, or resume from the other "
-            "checkpoint of the run (last.pt / best.pt)."
-        ) from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError,
+            IndexError, TypeError, AttributeError) as err:  # torch's, e.g. KeyError 101 for text
+        raise CheckpointError(_load_failure(path, head, err)) from None
     _check_format(ckpt, path)
     return ckpt
+
+
+def _head(path: Path) -> bytes:
+    """The first bytes of ``path`` (what kind of file it is); CheckpointError if unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(64)
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied reading it; fix its permissions "
+                              "(chmod +r) or copy it somewhere readable") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err}); check the disk "
+                              "or mount (on Colab: is Drive mounted?) and copy the file again") from None
+
+
+def _load_failure(path: Path, head: bytes, err: Exception) -> str:
+    """The one-line diagnosis of a failed ``torch.load``, from what the file starts with.
+
+    torch's own text is never relayed whole: its advice to retry with ``weights_only=False``
+    would run arbitrary code from an untrusted file.
+    """
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<")):
+        return (f"{path}: is a web page (HTML), not a checkpoint: the download link returned a "
+                "page (a login, quota or virus-scan notice) instead of the file; download the "
+                "file itself (e.g. gdown, or Drive's 'Download anyway') and check its size")
+    if isinstance(err, pickle.UnpicklingError) and "Unsupported global" in str(err):
+        return (f"{path}: refused, it contains pickled Python objects that weights_only loading "
+                f"does not run ({_unpickler_reason(err)}); only files written by dfdetect "
+                "(tensors and plain types) are loaded: re-save it with "
+                "dfdetect.models.checkpoint.save_checkpoint, or use a trusted export")
+    if head.startswith(b"PK\x03\x04"):  # torch's zip format: the file started as a checkpoint
+        return (f"{path}: truncated or corrupt checkpoint ({type(err).__name__}: "
+                f"{_first_line(err)}); it was probably cut off while copying or writing: copy it "
+                "again, or use the other checkpoint of the run (last.pt / best.pt)")
+    if head[:1] == b"\x80":  # a bare pickle (torch's legacy format or pickle.dump)
+        return (f"{path}: a plain pickle file that weights_only loading cannot read "
+                f"({_unpickler_reason(err)}); only files written by dfdetect's save_checkpoint "
+                "(tensors and plain types) are loaded: re-save it with "
+                "dfdetect.models.checkpoint.save_checkpoint, or use a trusted export")
+    kind = "a text file" if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head) else \
+        "not a PyTorch file"
+    return (f"{path}: {kind}, not a dfdetect checkpoint (it starts with {head[:16]!r}); pass "
+            "RUN_DIR/best.pt or last.pt written by `python -m dfdetect train`, or an export")
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+
+
+def _unpickler_reason(err: Exception) -> str:
+    """torch's reason for refusing (the ``WeightsUnpickler error`` part, without its advice)."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        reason = " ".join(text.split("WeightsUnpickler error:", 1)[1].split())
+        reason = reason.split(" Please use ", 1)[0].split(" Check the documentation", 1)[0]
+        return reason.strip() or "unsupported pickle content"
+    return "unsupported pickle content"
 
 
 def _check_format(ckpt: Any, path: Path) -> None:
@@ -185,6 +260,23 @@ def _check_format(ckpt: Any, path: Path) -> None:
             f"{ckpt.get('dfdetect_version', '?')}) is not supported by dfdetect {__version__} "
             f"(format {FORMAT_VERSION}); use the dfdetect version that wrote it"
         )
+    _check_entries(ckpt, path)
+
+
+def _check_entries(ckpt: dict, path: Path) -> None:
+    """``config`` must be a dict and (in a checkpoint) ``model`` a state dict of tensors."""
+    what = "export" if path.suffix == ".json" else "checkpoint"
+    if not isinstance(ckpt.get("config"), dict):
+        raise CheckpointError(f"{path}: incomplete dfdetect {what}: no 'config' entry (the model's "
+                              "architecture and preprocessing); it was not written by dfdetect's "
+                              "save_checkpoint/export or was edited: use the run's own best.pt / "
+                              "last.pt or export it again")
+    if what == "checkpoint" and not (isinstance(ckpt.get("model"), dict) and all(
+            isinstance(v, torch.Tensor) for v in ckpt["model"].values())):
+        found = type(ckpt.get("model")).__name__ if "model" in ckpt else "nothing"
+        raise CheckpointError(f"{path}: its 'model' entry is {found}, not a state dict of "
+                              "tensors; it was not written by dfdetect's save_checkpoint or was "
+                              "edited: use the run's own best.pt / last.pt")
 
 
 def _run_config(data: dict, path: Path) -> RunConfig:
@@ -199,13 +291,39 @@ def _build_loaded(state: dict, run_cfg: RunConfig, path: Path, device: str | tor
 
     # the weights come from the file: never download or read the backbone's initial weights
     run_cfg = dataclasses.replace(run_cfg, model=dataclasses.replace(run_cfg.model, pretrained="none"))
-    model = build_model(run_cfg.model)
     try:
-        model.load_state_dict(clean_state_dict(state))
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not match the stored model config "
-                              f"({str(err).splitlines()[0]}); the file is damaged or was edited") from None
+        model = build_model(run_cfg.model)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: its stored model config cannot be built by dfdetect "
+                              f"{__version__} ({err}); the file was written by another dfdetect or "
+                              "torchvision version, or edited: use the versions that wrote it") from None
+    mismatch = _state_mismatch(model.state_dict(), clean_state_dict(state))
+    if mismatch:
+        raise CheckpointError(f"{path}: weights do not match the stored model config ({mismatch}); "
+                              "the file is damaged or was edited: use the run's own checkpoint")
+    model.load_state_dict(clean_state_dict(state))
     return model.to(device).eval(), run_cfg
+
+
+def _state_mismatch(expected: dict, found: dict, show: int = 3) -> str:
+    """What differs between two state dicts, in one line ("" when they fit)."""
+
+    def some(keys: list[str]) -> str:
+        return ", ".join(keys[:show]) + (f" and {len(keys) - show} more" if len(keys) > show else "")
+
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(found)
+                    if tuple(expected[k].shape) != tuple(found[k].shape))
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing: {some(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected: {some(unexpected)}")
+    if shapes:
+        parts.append(f"{len(shapes)} of another shape: " + some(
+            [f"{k} {tuple(found[k].shape)} vs {tuple(expected[k].shape)}" for k in shapes]))
+    return "; ".join(parts)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
@@ -247,12 +365,28 @@ def _read_export(path: Path) -> tuple[dict, dict, Path]:
                                   "by side (`python -m dfdetect export CHECKPOINT OUT`)")
     try:
         meta = json.loads(meta_path.read_text())
+    except PermissionError:
+        raise CheckpointError(f"{meta_path}: permission denied reading it; fix its permissions "
+                              "(chmod +r)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
+        raise CheckpointError(f"{meta_path}: corrupt export config, not valid JSON ({err}); "
+                              "export it again from the training checkpoint") from None
+    try:
         state = load_file(str(weights))
-    except (json.JSONDecodeError, SafetensorError, OSError) as err:
+    except PermissionError:
+        raise CheckpointError(f"{weights}: permission denied reading it; fix its permissions "
+                              "(chmod +r)") from None
+    except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{weights}: truncated or corrupt export ({err}); export it again "
                               "from the training checkpoint") from None
     _check_format(meta, meta_path)
     return state, meta, weights
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def export_model(checkpoint: str | Path, out_dir: str | Path, name: str = "model") -> tuple[Path, Path]:
@@ -272,6 +406,7 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, name: str = "model
     state = {k: v.contiguous() for k, v in ckpt["model"].items()}
     with atomic_path(weights) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt", "dfdetect_version": __version__})
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors recreates the file as 0600
     meta = {k: ckpt[k] for k in ("format_version", "dfdetect_version", "config", "epoch", "metrics")}
     meta["temperature"] = float(ckpt.get("temperature", 1.0))
     meta["source"] = Path(checkpoint).name

@@ -134,7 +134,8 @@ def fit_datasets(
     run = build_training(run_cfg, device, precision, steps)
     if resume and (run_dir / LAST).is_file():
         _restore(run, run_dir / LAST, run_cfg)
-    loss_fn = make_loss_fn(run_cfg.data.balance, pos_weight, device, distributed=world > 1)
+    loss_fn = _finite_loss(make_loss_fn(run_cfg.data.balance, pos_weight, device,
+                                        distributed=world > 1), run, tc)
     try:
         for epoch in range(run.epoch, tc.epochs):
             if 0 < tc.patience <= run.stale:
@@ -159,6 +160,24 @@ def fit_datasets(
     finally:
         if owns_group:
             dist.destroy_process_group()
+
+
+def _finite_loss(loss_fn: Callable, run: TrainState, tc: Any) -> Callable:
+    """``loss_fn`` that stops the run at the first NaN / infinite loss (nothing after it is
+    worth computing; last.pt keeps the last finished epoch). One host sync per step."""
+    steps = [0]
+
+    def checked(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss = loss_fn(logits, labels)
+        steps[0] += 1
+        if not torch.isfinite(loss.detach()).item():
+            raise TrainError(
+                f"epoch {run.epoch + 1}, step {steps[0]}: the training loss is {loss.item()} "
+                f"(the model diverged); retrain with a lower --lr (now {tc.lr:g}) or --amp off "
+                f"(now {tc.amp!r})")
+        return loss
+
+    return checked
 
 
 def _check_datasets(datasets: Mapping[str, Dataset]) -> None:
