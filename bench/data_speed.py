@@ -1,7 +1,7 @@
 """Data loading speed: clips/s and frames/s per worker, T=20 clips at 112 and 224 px, from face mp4s.
 
 Builds face videos as extraction writes them (224x224 H.264, crf 18; default 300 frames = 10 s
-at 30 fps, DFDC's length) from the real portraits in data/sample, then times
+at 30 fps, DFDC's length) from the real portraits in dfdetect/demo/sample, then times
 FrameSequenceDataset through make_loader (training clips: random offset and stride, no
 augmentation, batch 8), two ways:
 
@@ -48,7 +48,7 @@ def build(out: Path, videos: int, frames: int) -> Path:
     rows = []
     for i in range(videos):
         name = PORTRAITS[i % len(PORTRAITS)]
-        img = synth.load_rgb(ROOT / "data" / "sample" / name)
+        img = synth.load_rgb(ROOT / "dfdetect" / "demo" / "sample" / name)
         s = min(img.shape[:2])
         img = img[:s, (img.shape[1] - s) // 2:(img.shape[1] + s) // 2]  # square, face-centred enough
         clip = synth.animate(img, frames, (224, 224), synth.CameraPath(phase=i, cycles=2))

@@ -3,7 +3,7 @@
 * (a) **seed-style**: the reference project's loop: fp32, no channels_last, batch 4, Adam, a
   ``loss.item()`` and an accuracy on the host every step, over the real FrameSequenceDataset and
   DataLoader decoding each clip from its face video (as the reference did); face videos made
-  from the real portraits in data/sample.
+  from the real portraits in dfdetect/demo/sample.
 * (b) **fit step**: :func:`dfdetect.training.epoch.train_epoch` (what ``fit`` runs per epoch) with what
   ``fit`` builds (:func:`~dfdetect.training.epoch.build_training`: AdamW + schedule, grad clipping, mixed
   precision from the device, channels_last on GPU) over the same videos through the Dataset as
@@ -54,7 +54,7 @@ def make_face_videos(root: Path, rows: int) -> Path:
     (root / "faces").mkdir(parents=True, exist_ok=True)
     files = []
     for k, name in enumerate(PORTRAITS * 2):
-        clip = synth.animate(synth.load_rgb(ROOT / "data" / "sample" / name), VIDEO_FRAMES,
+        clip = synth.animate(synth.load_rgb(ROOT / "dfdetect" / "demo" / "sample" / name), VIDEO_FRAMES,
                              (FACE_SIZE, FACE_SIZE), synth.CameraPath(phase=1.3 * k))
         rel = f"faces/v{k}.mp4"
         video.write_video(root / rel, clip, fps=25)

@@ -169,8 +169,3 @@ def read_labels(csv_path: str | Path, videos_root: str | Path | None = None) -> 
     if videos_root is not None:
         _check_disk(csv_path, [r["file"] for r in rows], Path(videos_root))
     return pd.DataFrame(rows, columns=list(COLUMNS))
-
-
-def label_array(labels: pd.Series) -> list[int]:
-    """Map a column of "REAL"/"FAKE" strings to 0/1 ints (raises LabelsError on anything else)."""
-    return [label_to_int(v) for v in labels]

@@ -12,7 +12,6 @@ from dfdetect.media import video
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "dfdetect" / "demo" / "sample"
-PORTRAITS = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg", "biden.jpg", "camera.png")
 REAL_VIDEO = SAMPLE / "WolfgangLanger_Pexels.mp4"
 
 
@@ -54,6 +53,34 @@ def portrait_video(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def face_cropper():
+    """One FaceCropper per FaceConfig for the whole session: ``face_cropper(FaceConfig(size=96))``.
+
+    Detector creation costs ~0.5 s; the croppers are closed when the session ends.
+    """
+    from dfdetect.config import FaceConfig
+    from dfdetect.extraction.faces import FaceCropper
+
+    made: dict = {}
+
+    def get(cfg: FaceConfig | None = None) -> FaceCropper:
+        cfg = cfg or FaceConfig()
+        if cfg not in made:
+            made[cfg] = FaceCropper(cfg)
+        return made[cfg]
+
+    yield get
+    for cropper in made.values():
+        cropper.close()
+
+
+@pytest.fixture(scope="session")
+def cropper(face_cropper):
+    """A FaceCropper with the default FaceConfig."""
+    return face_cropper()
 
 
 @pytest.fixture

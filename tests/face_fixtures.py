@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 
 from dfdetect.demo import synth
 from dfdetect.extraction import manifest
@@ -34,6 +35,7 @@ FACES = {
     "camera.png": ((200, 122, 277, 199),
                    ((238, 145), (249, 151), (255, 172), (242, 182), (196, 135), (233, 148))),
 }
+PORTRAITS = tuple(FACES)  # every shipped portrait, in a fixed order
 _IMAGES: dict[str, np.ndarray] = {}
 
 
@@ -107,3 +109,37 @@ def write_face_dataset(root: Path, rows: list[dict]) -> Path:
     path = root / manifest.MANIFEST_NAME
     manifest.write_manifest(pd.DataFrame(table), path)
     return path
+
+
+def blend_artefact(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The same face with a visible blend: a soft disc of colour-swapped, blurred pixels near the centre."""
+    size = clip.shape[1]
+    cx, cy = size * (0.5 + rng.uniform(-0.1, 0.1, 2))
+    yy, xx = np.mgrid[:size, :size]
+    radius = size * rng.uniform(0.15, 0.22)
+    disc = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * radius**2))
+    mask = np.clip(1.6 * disc, 0, 1)[..., None]  # opaque centre, soft edge
+    target = np.stack([cv2.GaussianBlur(f[:, :, ::-1], (5, 5), 0) for f in clip]).astype(np.float32)
+    return np.clip(clip * (1 - mask) + target * mask, 0, 255).astype(np.uint8)
+
+
+def write_blend_manifest(root: Path, groups: list[tuple[str, float, str]], frames: int = 8,
+                         size: int = 48, seed: int = 0) -> Path:
+    """Face videos of real portraits: per (portrait, phase, split) a REAL clip and its blended FAKE.
+
+    Each pair is one group (split "" lets split_manifest choose). Returns manifest.csv's path.
+    """
+    rng = np.random.default_rng(seed)
+    (root / "faces").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, phase, split in groups:
+        clip = face_clip(name, frames, size, phase=phase)[0]
+        group = f"{Path(name).stem}_{phase:g}"
+        for label, pixels in (("REAL", clip), ("FAKE", blend_artefact(clip, rng))):
+            vid = f"{group}_{label.lower()}"
+            video.write_video(root / "faces" / f"{vid}.mp4", pixels, fps=25)
+            rows.append({"video_id": vid, "file": f"{vid}.mp4", "label": label, "group": group,
+                         "split": split, "face_video": f"faces/{vid}.mp4", "frames_read": frames,
+                         "frames_with_face": frames, "status": "ok", "source": "extract"})
+    manifest.write_manifest(pd.DataFrame(rows), root / "manifest.csv")
+    return root / "manifest.csv"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from face_fixtures import SAMPLE
+from tiny import TINY_MODEL
 from torch import nn
 
 from dfdetect.config import ModelConfig
@@ -53,7 +54,7 @@ def test_every_registered_backbone_builds_runs_learns_and_has_an_nchw_cam_layer(
 
 def test_grad_cam_refuses_a_layer_that_is_not_nchw():
     """A Swin-like NHWC stage would give wrong maps with no error; the declared C catches it."""
-    model = build_model(ModelConfig(backbone="resnet18", pretrained="none", hidden=8)).eval()
+    model = build_model(TINY_MODEL).eval()
     handle = model.cam_layer.register_forward_hook(lambda _m, _i, out: out.permute(0, 2, 3, 1))
     try:
         with pytest.raises(GradCamError, match="not NCHW"):

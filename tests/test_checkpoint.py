@@ -8,10 +8,11 @@ import urllib.error
 
 import pytest
 import torch
+from tiny import TINY_MODEL
 from torch import nn
 
 from dfdetect import __version__
-from dfdetect.config import DataConfig, ModelConfig, RunConfig, TrainConfig, from_dict
+from dfdetect.config import DataConfig, RunConfig, TrainConfig, from_dict
 from dfdetect.models.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
@@ -25,7 +26,7 @@ from dfdetect.models.checkpoint import (
 from dfdetect.models.detector import build_model
 
 CFG = RunConfig(data=DataConfig(frames=3, size=32),
-                model=ModelConfig(backbone="resnet18", pretrained="none", hidden=8),
+                model=TINY_MODEL,
                 train=TrainConfig(epochs=2))
 
 
@@ -95,7 +96,7 @@ def test_load_model_gives_identical_logits_without_downloading(trained, monkeypa
 
 
 def test_stored_imagenet_config_does_not_download(tmp_path, monkeypatch):
-    cfg = RunConfig(model=ModelConfig(backbone="resnet18", pretrained="none", hidden=8))
+    cfg = RunConfig(model=TINY_MODEL)
     path = save_checkpoint(tmp_path / "m.pt", model=build_model(cfg.model), run_cfg=cfg, epoch=1,
                            metrics={})
     ckpt = torch.load(path, weights_only=True)

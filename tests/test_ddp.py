@@ -11,15 +11,17 @@ import pandas as pd
 import pytest
 import torch
 import torch.multiprocessing as mp
+from face_fixtures import PORTRAITS, write_blend_manifest
+from tiny import TINY_MODEL
 
 from dfdetect import data
 from dfdetect import training as engine
-from dfdetect.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from dfdetect.config import DataConfig, RunConfig, TrainConfig
 from dfdetect.models.checkpoint import load_model
 
 CFG = RunConfig(
     data=DataConfig(frames=4, size=32, balance="loss"),
-    model=ModelConfig(backbone="resnet18", pretrained="none", hidden=8, dropout=0.0),
+    model=TINY_MODEL,
     train=TrainConfig(epochs=2, batch_size=2, lr=1e-3, workers=0, patience=0),
 )
 
@@ -52,8 +54,6 @@ def _worker(rank: int, world: int, port: int, manifest: str, run_dir: str, log_d
 
 @pytest.mark.slow
 def test_ddp_two_processes_rank0_writes_metrics_cover_all_samples(tmp_path):
-    from test_engine import PORTRAITS, write_blend_manifest
-
     # odd val (3 videos) and test (1 video... +2) sizes: the DistributedSampler pads them
     splits = ["train"] * 4 + ["val", "test"]
     groups = [(name, 0.0, split) for name, split in zip(PORTRAITS, splits)]

@@ -8,20 +8,20 @@ import subprocess
 import sys
 import textwrap
 import urllib.error
+from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from face_fixtures import PORTRAITS, write_blend_manifest
+from tiny import TINY_MODEL, ClipSet, tiny_cfg, tiny_sets
+from torch.utils.data import DataLoader
 
 from dfdetect import training as engine
 from dfdetect.cli import main
 from dfdetect.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from dfdetect.extraction import manifest
-from dfdetect.media import video
 from dfdetect.models.checkpoint import load_checkpoint, load_model
 from dfdetect.models.detector import build_model
 from dfdetect.training.epoch import train_step
@@ -32,47 +32,6 @@ TESTS = Path(__file__).resolve().parent
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class ClipSet(Dataset):
-    """Tiny clips in FrameSequenceDataset's item format; FAKE clips carry a bright square.
-
-    ``train=True`` adds noise from torch's global RNG (like on-the-fly augmentation), so exact
-    resumption is only possible if the engine restores RNG streams correctly.
-    """
-
-    def __init__(self, n: int, seed: int, train: bool = False, clips_per_video: int = 1,
-                 t: int = 4, size: int = 32) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.labels = [i % 2 for i in range(n)]
-        self.frames = torch.randn(n, t, 3, size, size, generator=g) * 0.5
-        for i, y in enumerate(self.labels):
-            if y:
-                self.frames[i, :, :, 8:20, 8:20] += 2.0
-        self.ids = [f"s{seed}_v{i // clips_per_video}" for i in range(n)]
-        self.train = train
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict:
-        frames = self.frames[i]
-        if self.train:
-            frames = frames + 0.1 * torch.randn_like(frames)
-        return {"frames": frames, "label": torch.tensor(self.labels[i]), "video_id": self.ids[i]}
-
-
-def tiny_cfg(**train) -> RunConfig:
-    return RunConfig(
-        data=DataConfig(frames=4, size=32, balance="none"),
-        model=ModelConfig(backbone="mobilenet_v3_small", pretrained="none", hidden=8, dropout=0.2),
-        train=TrainConfig(**{"epochs": 3, "batch_size": 4, "lr": 3e-3, "workers": 0, "patience": 0,
-                             "warmup_epochs": 0.5, **train}),
-    )
-
-
-def tiny_sets() -> dict:
-    return {"train": ClipSet(16, 1, train=True), "val": ClipSet(8, 2), "test": ClipSet(8, 3)}
 
 
 def test_precision_follows_the_device(monkeypatch):
@@ -173,7 +132,7 @@ def test_a_run_folder_is_not_overwritten_without_resume(finished_run):
     with pytest.raises(TrainError, match="already holds a run.*--resume"):
         fit_datasets(tiny_sets(), run, tiny_cfg(), progress=False)
     other = RunConfig(data=tiny_cfg().data, train=tiny_cfg().train,
-                      model=ModelConfig(backbone="resnet18", pretrained="none", hidden=16))
+                      model=replace(TINY_MODEL, hidden=16))
     with pytest.raises(TrainError, match="another model config"):
         fit_datasets(tiny_sets(), run, other, resume=True, progress=False)
     assert (run / "last.pt").stat().st_mtime_ns == before
@@ -198,7 +157,7 @@ import os, sys
 import torch
 torch.set_num_threads(1)
 sys.path.insert(0, {tests!r})
-from test_engine import tiny_cfg, tiny_sets
+from tiny import tiny_cfg, tiny_sets
 from dfdetect.training.fit import fit_datasets
 
 def kill(epoch, step):
@@ -243,45 +202,6 @@ def test_nan_auc_val_split_still_selects_by_loss(tmp_path):
 
 
 # ----------------------------------------------------------------- real faces through fit(manifest)
-
-PORTRAITS = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg", "biden.jpg", "camera.png")
-
-
-def blend_artefact(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The same face with a visible blend: a soft disc of colour-swapped, blurred pixels near the centre."""
-    size = clip.shape[1]
-    cx, cy = size * (0.5 + rng.uniform(-0.1, 0.1, 2))
-    yy, xx = np.mgrid[:size, :size]
-    radius = size * rng.uniform(0.15, 0.22)
-    disc = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * radius**2))
-    mask = np.clip(1.6 * disc, 0, 1)[..., None]  # opaque centre, soft edge
-    target = np.stack([cv2.GaussianBlur(f[:, :, ::-1], (5, 5), 0) for f in clip]).astype(np.float32)
-    return np.clip(clip * (1 - mask) + target * mask, 0, 255).astype(np.uint8)
-
-
-def write_blend_manifest(root: Path, groups: list[tuple[str, float, str]], frames: int = 8,
-                         size: int = 48, seed: int = 0) -> Path:
-    """Face videos of real portraits: per (portrait, phase, split) a REAL clip and its blended FAKE.
-
-    Each pair is one group (split "" lets split_manifest choose). Returns manifest.csv's path.
-    """
-    from face_fixtures import face_clip
-
-    rng = np.random.default_rng(seed)
-    (root / "faces").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for name, phase, split in groups:
-        clip = face_clip(name, frames, size, phase=phase)[0]
-        group = f"{Path(name).stem}_{phase:g}"
-        for label, pixels in (("REAL", clip), ("FAKE", blend_artefact(clip, rng))):
-            vid = f"{group}_{label.lower()}"
-            video.write_video(root / "faces" / f"{vid}.mp4", pixels, fps=25)
-            rows.append({"video_id": vid, "file": f"{vid}.mp4", "label": label, "group": group,
-                         "split": split, "face_video": f"faces/{vid}.mp4", "frames_read": frames,
-                         "frames_with_face": frames, "status": "ok", "source": "extract"})
-    manifest.write_manifest(pd.DataFrame(rows), root / "manifest.csv")
-    return root / "manifest.csv"
-
 
 @pytest.mark.slow
 def test_learns_real_faces_vs_blended_faces_from_scratch(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import PORTRAITS
+from face_fixtures import PORTRAITS
 
 from dfdetect.config import FaceConfig
 from dfdetect.demo import synth
@@ -17,13 +17,6 @@ from dfdetect.extraction.tracking import (
     track_faces,
 )
 from dfdetect.media import video
-
-
-@pytest.fixture(scope="module")
-def cropper():
-    with FaceCropper(FaceConfig()) as c:
-        yield c
-
 
 # --- detection on real faces --------------------------------------------------------------------
 

@@ -7,15 +7,8 @@ import numpy as np
 import pytest
 
 from dfdetect.demo import fakes
-from dfdetect.extraction.faces import FaceCropper
 
 SIZE = 256  # test clips are SIZE x SIZE
-
-
-@pytest.fixture(scope="module")
-def cropper():
-    with FaceCropper() as c:
-        yield c
 
 
 def _face(cropper, image):

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 from face_fixtures import SAMPLE, write_face_dataset
+from tiny import TINY_MODEL
 
 import dfdetect.inference.folder as folder_mod
 import dfdetect.inference.predictor as predictor_mod
@@ -49,7 +50,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 T = 4
 CFG = RunConfig(face=FaceConfig(size=64), data=DataConfig(frames=T, size=32, balance="none"),
-                model=ModelConfig(backbone="resnet18", pretrained="none", hidden=8, dropout=0.0),
+                model=TINY_MODEL,
                 train=TrainConfig(epochs=1, batch_size=2, workers=0, patience=0, calibrate=False))
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import urllib.error
+from dataclasses import replace
 
 import pytest
 import torch
 import torchvision
+from tiny import TINY_MODEL
 
 from dfdetect.config import ModelConfig
 from dfdetect.models.detector import DeepfakeDetector, PretrainedWeightsError, build_model
 
-TINY = ModelConfig(backbone="resnet18", pretrained="none", hidden=16, dropout=0.0)
+TINY = replace(TINY_MODEL, hidden=16)
 
 
 def _clips(b: int = 4, t: int = 5, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -83,7 +85,7 @@ def test_output_depends_on_frame_order(pooling):
 
 
 def test_bidirectional_and_layers():
-    cfg = ModelConfig(backbone="resnet18", pretrained="none", hidden=8, layers=2, bidirectional=True)
+    cfg = replace(TINY_MODEL, layers=2, bidirectional=True)
     m = build_model(cfg).eval()
     assert m.head.in_features == 16
     with torch.no_grad():

@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 import torch
 from face_fixtures import SAMPLE
+from tiny import TINY_MODEL
 from torch import nn
 
 from dfdetect.cli import main
-from dfdetect.config import DataConfig, ExtractConfig, FaceConfig, ModelConfig, RunConfig, replace
+from dfdetect.config import DataConfig, ExtractConfig, FaceConfig, RunConfig, replace
 from dfdetect.data.dataset import FrameSequenceDataset
 from dfdetect.data.preprocess import preprocess_clip
 from dfdetect.data.sampling import clip_windows
@@ -45,7 +46,7 @@ T = 4
 RUN_CFG = RunConfig(
     face=FaceConfig(size=CROP),
     data=DataConfig(frames=T, size=PX),
-    model=ModelConfig(backbone="resnet18", pretrained="none", hidden=16, dropout=0.0),
+    model=replace(TINY_MODEL, hidden=16),
 )
 # the planted patch, in face-crop pixels: the top-right part (layer4 cell (0, 2) of 3x3), so a
 # transposed or flipped heatmap would miss it
@@ -143,9 +144,8 @@ def train_planted_model(crops: np.ndarray, steps: int = 150, seed: int = 0) -> n
 
 
 @pytest.fixture(scope="module")
-def cropper():
-    with FaceCropper(RUN_CFG.face) as c:
-        yield c
+def cropper(face_cropper):
+    return face_cropper(RUN_CFG.face)  # this module's crop size, not the default
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from dfdetect.media.files import atomic_write_text
 from dfdetect.media.find import VIDEO_SUFFIXES, find_videos
 from dfdetect.viz import save_figure, write_heatmap_video
 
-# folder-mode log lines keep the logger name they had before the split from predict.py
 log = logging.getLogger(__name__)
 
 PREDICTIONS_NAME = "predictions.csv"

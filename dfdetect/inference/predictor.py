@@ -63,8 +63,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# verdicts: strings in predictions.csv (the integer labels 0 = REAL, 1 = FAKE live in dfdetect.labels)
 REAL, FAKE, NO_FACE, ERROR = "REAL", "FAKE", "NO_FACE", "ERROR"
-LABELS = (REAL, FAKE, NO_FACE, ERROR)
 MAX_CLIPS = 4  # default cap on clips per track (memory and time grow linearly with it)
 CLIP_SPAN = 15  # default: one clip per CLIP_SPAN * T frames of video
 BATCH_CLIPS = 8  # clips per forward pass
