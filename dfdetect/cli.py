@@ -50,6 +50,15 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _even_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _int_at_least(low)(text)
+        if value % 2:
+            raise argparse.ArgumentTypeError(f"{value} is odd; H.264 needs an even size")
+        return value
+    return parse
+
+
 def _float_in(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
@@ -71,29 +80,30 @@ def _add_extract(sub: argparse._SubParsersAction) -> Runner:
     p.add_argument("out", help="output folder: OUT/faces/*.mp4 and OUT/manifest.csv")
     p.add_argument("--labels", help="labels CSV (file,label[,group][,split]); its own path is relative to the "
                    "working directory, the file paths in it are relative to VIDEOS")
-    p.add_argument("--size", type=int, default=f.size, help=f"face crop side in pixels ({f.size})")
-    p.add_argument("--margin", type=float, default=f.margin,
+    p.add_argument("--size", type=_even_at_least(2), default=f.size,
+                   help=f"face crop side in pixels, even ({f.size})")
+    p.add_argument("--margin", type=_float_in(0.0, 10.0), default=f.margin,
                    help=f"border around the box, fraction of its side ({f.margin})")
     p.add_argument("--detector", choices=["full", "short"], default=f.model,
                    help="BlazeFace model: full-range (default) or short-range (close-ups only)")
-    p.add_argument("--min-score", type=float, default=f.min_score,
-                   help=f"detector confidence threshold ({f.min_score})")
-    p.add_argument("--detect-every", type=int, default=f.detect_every,
+    p.add_argument("--min-score", type=_float_in(0.0, 1.0), default=f.min_score,
+                   help=f"detector confidence threshold, in [0, 1] ({f.min_score})")
+    p.add_argument("--detect-every", type=_int_at_least(1), default=f.detect_every,
                    help=f"detect every k-th frame, track between; k <= max-gap + 1 ({f.detect_every})")
-    p.add_argument("--max-gap", type=int, default=f.max_gap,
+    p.add_argument("--max-gap", type=_int_at_least(0), default=f.max_gap,
                    help=f"longest gap (frames) bridged by interpolation ({f.max_gap})")
     p.add_argument("--keep", choices=["largest", "most_confident"], default=f.keep_track,
                    help="which face track is the video's face")
     p.add_argument("--all-tracks", action="store_true", help="also write every other face track")
-    p.add_argument("--min-track-frames", type=int, default=f.min_track_frames,
+    p.add_argument("--min-track-frames", type=_int_at_least(1), default=f.min_track_frames,
                    help=f"shortest extra track written with --all-tracks ({f.min_track_frames})")
-    p.add_argument("--frames", type=int, default=0,
+    p.add_argument("--frames", type=_int_at_least(0), default=0,
                    help="N>0: take N frames evenly spaced; 0 (default): every frame")
-    p.add_argument("--max-frames", type=int, default=e.max_frames,
+    p.add_argument("--max-frames", type=_int_at_least(0), default=e.max_frames,
                    help="with every frame: stop after this many (0 = all)")
-    p.add_argument("--min-face-frames", type=int, default=e.min_face_frames,
-                   help=f"fewer face frames -> status too_short ({e.min_face_frames})")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument("--min-face-frames", type=_int_at_least(1), default=e.min_face_frames,
+                   help=f"fewer face frames -> status no_face ({e.min_face_frames})")
+    p.add_argument("--workers", type=_int_at_least(1), default=1, help="parallel processes (default 1)")
     p.add_argument("--shard", help="i/n: process only the i-th of n parts (0-based), own manifest "
                    "part; then `dfdetect merge OUT`")
     return _run_extract
@@ -111,6 +121,11 @@ def _run_extract(a: argparse.Namespace) -> int:
                         workers=a.workers, shard=a.shard)
     counts = df["status"].value_counts().to_dict()
     print(f"faces written under {a.out}; status counts: {counts}")
+    failed = int((df["status"] == "failed").sum())
+    if failed:  # not the videos' fault (permissions, a link loop): the batch is not finished
+        print(f"dfdetect extract: {failed} video(s) failed (see the error column of "
+              f"{a.out}/manifest.csv); fix the cause and rerun to retry them", file=sys.stderr)
+        return 1
     return 0 if (df["status"] == "ok").any() else 1
 
 

@@ -64,6 +64,20 @@ class FaceConfig:
     all_tracks: bool = False  # also write every other track as its own face video
     min_track_frames: int = 8  # shortest track written when all_tracks is on
 
+    def __post_init__(self) -> None:
+        _check(self, {
+            "model": (lambda v: v in ("full", "short"), "'full' or 'short'"),
+            "min_score": (_fraction, "a score in [0, 1]"),
+            "margin": (lambda v: 0 <= v < float("inf"), "a fraction >= 0 of the box side"),
+            "size": (lambda v: _int_at_least(2)(v) and v % 2 == 0,
+                     "a positive even number of pixels (H.264 needs it)"),
+            "max_gap": (_int_at_least(0), "an integer >= 0 (frames)"),
+            "detect_every": (_int_at_least(1), "an integer >= 1 (1 = detect on every frame)"),
+            "track_iou": (_fraction, "an overlap in [0, 1]"),
+            "keep_track": (lambda v: v in ("largest", "most_confident"), "'largest' or 'most_confident'"),
+            "min_track_frames": (_int_at_least(1), "an integer >= 1 (frames)"),
+        })
+
 
 @dataclass(frozen=True)
 class ExtractConfig:
@@ -72,8 +86,17 @@ class ExtractConfig:
     sampling: str = "all"  # "all": every frame up to max_frames; "uniform": num_frames evenly spaced
     max_frames: int = 0  # with sampling="all": stop after this many frames (0 = no limit)
     num_frames: int = 32  # with sampling="uniform": frames taken evenly across the video
-    min_face_frames: int = 4  # fewer frames with a face than this -> status "too_short"
+    min_face_frames: int = 4  # fewer frames with a face -> "no_face"; fewer frames at all -> "too_short"
     crf: int = 18  # H.264 quality of face videos (lower = better; 18 is visually lossless)
+
+    def __post_init__(self) -> None:
+        _check(self, {
+            "sampling": (lambda v: v in ("all", "uniform"), "'all' or 'uniform'"),
+            "max_frames": (_int_at_least(0), "an integer >= 0 (0 = no limit)"),
+            "num_frames": (_int_at_least(1), "an integer >= 1 (frames taken evenly)"),
+            "min_face_frames": (_int_at_least(1), "an integer >= 1 (frames)"),
+            "crf": (lambda v: _int_at_least(0)(v) and v <= 51, "an integer in [0, 51]"),
+        })
 
 
 @dataclass(frozen=True)

@@ -82,10 +82,10 @@ def test_statuses_and_the_batch_goes_on(tmp_path, portrait, real_video):
     _write(src / "noface.mp4", _noise_clip())
     blink = synth.animate(portrait("grace_hopper.jpg"), 16, (320, 240))
     blink[2:] = _noise_clip(14)
-    _write(src / "blink.mp4", blink)  # a face in 2 frames only
+    _write(src / "blink.mp4", blink)  # a face in 2 frames only: no_face, like predict's NO_FACE
     df = process_videos(src, tmp_path / "out", face_cfg=FACE, progress=False).set_index("video_id")
     assert df["status"].to_dict() == {
-        "blink": "too_short", "corrupt": "unreadable", "cut": "too_short", "empty": "unreadable",
+        "blink": "no_face", "corrupt": "unreadable", "cut": "too_short", "empty": "unreadable",
         "noface": "no_face", "notes": "unreadable", "ok": "ok"}
     assert (df.loc[df.status != "ok", "error"].str.len() > 20).all()
     assert "empty (0 bytes)" in df.loc["empty", "error"] and "notes.mp4" in df.loc["notes", "error"]

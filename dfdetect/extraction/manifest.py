@@ -12,11 +12,20 @@ face_video         the face video, relative to the manifest's folder ("" when no
 tracks             other tracks' face videos, ";"-separated (only with FaceConfig.all_tracks)
 frames_read        frames decoded from the source video
 frames_with_face   frames of the face video that come from a detection (or a bridged gap)
-status             "ok", "no_face", "unreadable" or "too_short"
-error              human-readable reason when status is not "ok"
+status             "ok", "no_face", "unreadable", "too_short" or "failed" (see below)
+error              human-readable reason when status is not "ok"; on an "ok" row, a warning
+                   (e.g. "only 22 of 48 frames could be decoded: the file may be truncated")
 source             "extract", "augment" or "self_blend"
 params             JSON of the augmentation parameters ("" for extracted rows)
+source_stamp       "<size>:<mtime_ns>" of the source video the row was computed from; a rerun
+                   redoes a row whose video changed since ("" in manifests of older versions)
 =================  ======================================================================
+
+Statuses: ``ok`` (a face video); ``no_face`` (no face in at least ``min_face_frames`` frames read:
+nothing found, or a few false detections); ``too_short`` (the video has fewer frames than
+``min_face_frames``, so no verdict about faces is possible); ``unreadable`` (the file is not a
+readable video); ``failed`` (not a property of the video: a dead worker, a full disk, a
+permission problem; a rerun retries it).
 
 Each face video ``faces/<video_id>.mp4`` has a sidecar ``faces/<video_id>.npz`` (see
 :func:`sidecar_path`) holding, per face-video frame: ``frame_index (N,) int64`` (frame of the
@@ -36,7 +45,7 @@ from dfdetect.media.files import atomic_write_text
 
 COLUMNS = (
     "video_id", "file", "label", "group", "split", "face_video", "tracks",
-    "frames_read", "frames_with_face", "status", "error", "source", "params",
+    "frames_read", "frames_with_face", "status", "error", "source", "params", "source_stamp",
 )
 INT_COLUMNS = ("frames_read", "frames_with_face")
 
@@ -44,7 +53,8 @@ OK = "ok"
 NO_FACE = "no_face"
 UNREADABLE = "unreadable"
 TOO_SHORT = "too_short"
-STATUSES = (OK, NO_FACE, UNREADABLE, TOO_SHORT)
+FAILED = "failed"
+STATUSES = (OK, NO_FACE, UNREADABLE, TOO_SHORT, FAILED)
 
 MANIFEST_NAME = "manifest.csv"
 

@@ -12,6 +12,12 @@ Sidecar keys: those of :mod:`dfdetect.extraction.manifest` (``frame_index``, ``b
 pixels, ``score``, ``interpolated``) plus ``region (N, 4) int32`` (the square cut from the source,
 may pass its edges) and ``read_index (M,) int64``.
 
+Rows remember what they were computed from (``source_stamp``: the source's size and mtime), so
+a video that changed (re-downloaded, fixed) is redone. ``failed`` rows (a dead worker, a full
+disk, a permission problem: not properties of the video) are retried by a rerun, and a batch
+that had to stop raises :class:`BatchStoppedError` after saving what it finished. One writer per
+output folder: a second ``extract`` on the same folder (and shard) is refused at once.
+
 Safety: everything of one video is written in ``OUT/faces/.tmp-<video_id>.work/`` and moved into
 place when complete, sidecar first, so "valid output" = face video + sidecar present with equal
 frame counts. The manifest is rewritten atomically after each video; a rerun skips videos with a
@@ -21,14 +27,18 @@ manifest row and valid outputs and redoes the rest, so a kill loses at most the 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import shutil
 import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,18 +68,36 @@ from dfdetect.extraction.tracking import (
 from dfdetect.labels import read_labels
 from dfdetect.media.files import TMP_MARK, atomic_write_text, mp_context
 from dfdetect.media.find import VIDEO_SUFFIXES, find_videos
-from dfdetect.media.video import VideoError, VideoWriter, iter_frames, probe, uniform_indices
+from dfdetect.media.video import (
+    VideoAccessError,
+    VideoError,
+    VideoWriter,
+    iter_frames,
+    probe,
+    uniform_indices,
+)
+
+try:  # POSIX (Linux, macOS, Colab); without it the output folder is not locked
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
 FACES_DIR = "faces"
 CONFIG_NAME = "extract_config.json"
 FAILED = "processing failed"  # error prefix of rows that a rerun retries (not a property of the file)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no later video can be written either: stop the batch
+PARENT_POLL = 0.5  # seconds between a worker's checks that the process that started it is alive
 PREFETCH = 3  # frames decoded ahead in a background thread
 
 
 class ExtractError(RuntimeError):
     """The batch cannot start (bad arguments or an output folder made with other settings)."""
+
+
+class BatchStoppedError(ExtractError):
+    """The batch stopped early (full disk, dead worker); finished rows are saved, rerun to go on."""
 
 
 @dataclass(frozen=True)
@@ -193,8 +221,8 @@ class _TrackWriter:
 
 
 def _open_frames(path: Path, cfg: ExtractConfig
-                 ) -> tuple[Iterator[tuple[int, np.ndarray]], float, int]:
-    """The frames to read, the frame rate and how many frames the header promises.
+                 ) -> tuple[Iterator[tuple[int, np.ndarray]], float, int, int]:
+    """The frames to read, the frame rate, how many of them the header promises, and its length.
 
     Raises:
         VideoError: The file cannot be opened as a video.
@@ -202,9 +230,9 @@ def _open_frames(path: Path, cfg: ExtractConfig
     info = probe(path)
     if cfg.sampling == "uniform":
         indices = uniform_indices(info.frames, cfg.num_frames)
-        return iter_frames(path, indices), info.fps, len(set(indices.tolist()))
+        return iter_frames(path, indices), info.fps, len(set(indices.tolist())), info.frames
     expected = min(info.frames, cfg.max_frames) if cfg.max_frames else info.frames
-    return iter_frames(path, max_frames=cfg.max_frames), info.fps, expected
+    return iter_frames(path, max_frames=cfg.max_frames), info.fps, expected, info.frames
 
 
 def _track_and_write(frames: Iterator[tuple[int, np.ndarray]], fps: float, cropper: FaceCropper,
@@ -243,22 +271,43 @@ def _publish(writer: _TrackWriter, read_index: np.ndarray, faces_dir: Path, name
 
 
 def _verdict(path: Path, tracks: list[FaceTrack], n: int, expected: int, face_cfg: FaceConfig,
-             extract_cfg: ExtractConfig) -> tuple[FaceTrack | None, str, str]:
-    """``(kept track or None, status, error)`` of a video whose ``n`` frames were tracked."""
+             extract_cfg: ExtractConfig, video_frames: int) -> tuple[FaceTrack | None, str, str]:
+    """``(kept track or None, status, error)`` of a video whose ``n`` frames were tracked.
+
+    One vocabulary with prediction's ``NO_FACE``: a face found in fewer than ``min_face_frames``
+    frames (none, or a few false detections) is ``no_face``; ``too_short`` is kept for videos
+    with fewer frames than that, where no verdict about faces is possible. A truncated file
+    says so in ``error`` whatever its status, ``ok`` included.
+    """
     note = ""
     if n < expected - 1:  # a header's count may be off by one; more means a broken file
-        note = f"; only {n} of the {expected} frames could be decoded: the file may be truncated"
-        log.warning("%s: only %d of %d frames could be decoded", path, n, expected)
+        note = f"only {n} of the {expected} frames could be decoded: the file may be truncated"
+        log.warning("%s: %s", path, note)
     kept = select_track(tracks, face_cfg.keep_track)
     if not n:
         return None, mf.UNREADABLE, "no frame could be decoded"
-    if kept is None:
-        return None, mf.NO_FACE, (f"no face found in {n} frames read (min_score="
-                                  f"{face_cfg.min_score}); try a lower min_score{note}")
-    if len(kept) < extract_cfg.min_face_frames:
-        return kept, mf.TOO_SHORT, (f"a face was found in only {len(kept)} of {n} frames read "
-                                    f"(min_face_frames={extract_cfg.min_face_frames}){note}")
-    return kept, mf.OK, ""
+    need, found = extract_cfg.min_face_frames, len(kept) if kept else 0
+    if found >= need:
+        return kept, mf.OK, note
+    if n < need:
+        error = f"only {n} frame(s) read, fewer than min_face_frames={need}"
+    else:
+        error = (f"no face: found in {found} of {n} frames read, {need} needed (min_face_frames; "
+                 f"detector {face_cfg.model!r}, min_score {face_cfg.min_score}); try a lower min_score")
+    hint = _more_frames_hint(found, n, video_frames, need, extract_cfg)
+    return kept, (mf.TOO_SHORT if n < need else mf.NO_FACE), "; ".join(x for x in (error, hint, note) if x)
+
+
+def _more_frames_hint(found: int, n: int, video_frames: int, need: int, cfg: ExtractConfig) -> str:
+    """Which flag reads more frames, when the video has frames that were not read and a face was seen."""
+    if found == 0 or n >= video_frames - 1:
+        return ""  # no face at all, or every frame was read: more sampling cannot help
+    if cfg.sampling == "uniform":
+        more = min(video_frames, -(-need * n // found))
+        return f"sampling more frames may find enough: e.g. --frames {more} (of {video_frames})"
+    if cfg.max_frames and n >= cfg.max_frames:
+        return f"reading more frames may find enough: raise --max-frames (now {cfg.max_frames}) or use 0"
+    return ""  # every frame was tried: the rest did not decode
 
 
 def create_face_videos(video_path: str | Path, out_dir: str | Path, video_id: str,
@@ -276,7 +325,11 @@ def create_face_videos(video_path: str | Path, out_dir: str | Path, video_id: st
 
     Returns:
         Manifest fields ``video_id, face_video, tracks, frames_read, frames_with_face, status,
-        error, source`` (status ``ok``, ``no_face``, ``unreadable`` or ``too_short``).
+        error, source`` (status ``ok``, ``no_face``, ``unreadable``, ``too_short``, or ``failed``
+        when the file cannot be opened at all: permissions, a link loop; see the manifest).
+
+    Raises:
+        OSError: Writing the outputs failed (e.g. a full disk); nothing half-written is left.
     """
     face_cfg, extract_cfg = face_cfg or FaceConfig(), extract_cfg or ExtractConfig()
     faces_dir = Path(out_dir) / FACES_DIR
@@ -291,17 +344,20 @@ def create_face_videos(video_path: str | Path, out_dir: str | Path, video_id: st
         with contextlib.ExitStack() as stack:
             cropper = cropper or stack.enter_context(FaceCropper(face_cfg))
             try:
-                frames, fps, expected = _open_frames(Path(video_path), extract_cfg)
+                frames, fps, expected, length = _open_frames(Path(video_path), extract_cfg)
                 tracks, writers, read_index = _track_and_write(frames, fps, cropper, face_cfg,
                                                                extract_cfg.crf, stage)
+            except VideoAccessError as err:
+                return {**row, "status": mf.FAILED, "error": str(err)}
             except VideoError as err:
                 return {**row, "status": mf.UNREADABLE, "error": str(err)}
         kept, status, error = _verdict(Path(video_path), tracks, len(read_index), expected,
-                                       face_cfg, extract_cfg)
+                                       face_cfg, extract_cfg, length)
         row.update(frames_read=len(read_index), frames_with_face=len(kept) if kept else 0,
                    status=status, error=f"{video_path}: {error}" if error else "")
         if status != mf.OK:
             return row
+        row["error"] = f"{video_path}: {error}" if error else ""
         others = [t for t in tracks if face_cfg.all_tracks and t.track_id != kept.track_id
                   and len(t) >= face_cfg.min_track_frames]
         row["tracks"] = ";".join(_publish(writers[t.track_id], read_index, faces_dir,
@@ -329,8 +385,22 @@ def output_is_valid(out_dir: str | Path, face_video: str, frames: int | None = N
         return False
 
 
-def _is_done(row: dict | None, out_dir: Path) -> bool:
-    if row is None or row["error"].startswith(FAILED):
+def source_stamp(path: str | Path) -> str:
+    """``"<size>:<mtime_ns>"`` of a file ("" when it cannot be stat'ed): what a row was made from."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def _is_done(row: dict | None, job: VideoJob, out_dir: Path) -> bool:
+    if row is None or row["status"] == mf.FAILED or row["error"].startswith(FAILED):
+        return False
+    stamp = row.get("source_stamp", "")
+    if stamp != source_stamp(job.path) and (stamp or row["status"] != mf.OK):
+        # the video changed since (re-downloaded, replaced); unstamped rows of older versions
+        # are trusted when ok (their outputs are checked below) and redone otherwise (cheap)
         return False
     if row["status"] != mf.OK:
         return True  # the row is the output; its verdict does not change on a rerun
@@ -349,6 +419,11 @@ def _check_settings(out: Path, face_cfg: FaceConfig, extract_cfg: ExtractConfig)
     path = out / CONFIG_NAME
     if path.is_file():
         old = json.loads(path.read_text())
+        for part, values in settings.items():  # a field added since: the folder has its default
+            defaults = to_dict(FaceConfig() if part == "face" else ExtractConfig())
+            old.setdefault(part, {})
+            for k in values:
+                old[part].setdefault(k, defaults[k])
         if old != settings:
             diff = sorted(f"{part}.{k}" for part in settings for k in settings[part]
                           if old.get(part, {}).get(k) != settings[part][k])
@@ -363,10 +438,34 @@ def _check_settings(out: Path, face_cfg: FaceConfig, extract_cfg: ExtractConfig)
 _WORKER_CROPPER: FaceCropper | None = None  # one detector per pool process, made by _init_worker
 
 
-def _init_worker(face_cfg: FaceConfig) -> None:
+def _init_worker(face_cfg: FaceConfig, parent: int) -> None:
     global _WORKER_CROPPER  # per-process state of a pool worker
+    exit_with_parent(parent)
     block_tensorflow()
     _WORKER_CROPPER = FaceCropper(face_cfg)
+
+
+def exit_with_parent(parent: int) -> None:
+    """End this (worker) process as soon as process ``parent`` is gone, e.g. after ``kill -9``.
+
+    A pool's workers are otherwise reparented to PID 1 and go on writing face videos nobody
+    records. On Linux the kernel kills us when the parent dies (``PR_SET_PDEATHSIG``); a daemon
+    thread that polls ``os.getppid()`` covers other systems and a parent that died before this
+    call.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL)
+        os._exit(1)  # nobody is left to read our results; skip cleanup that could block
+
+    threading.Thread(target=watch, name="dfdetect-parent-watch", daemon=True).start()
 
 
 def block_tensorflow() -> None:
@@ -383,13 +482,22 @@ def block_tensorflow() -> None:
 def _run_job(job: VideoJob, out: Path, face_cfg: FaceConfig, extract_cfg: ExtractConfig,
              cropper: FaceCropper | None) -> dict[str, Any]:
     """One video -> its full manifest row; never raises (one bad video never stops the batch)."""
-    fields = {"file": job.file, "label": job.label, "group": job.group, "split": job.split}
+    fields = {"file": job.file, "label": job.label, "group": job.group, "split": job.split,
+              "source_stamp": source_stamp(job.path)}  # before reading: a change during it redoes
     try:
         row = create_face_videos(job.path, out, job.video_id, face_cfg, extract_cfg,
                                  cropper or _WORKER_CROPPER)
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            log.exception("%s: extraction failed", job.path)
+        where = f" writing {err.filename}" if err.filename else ""
+        row = {"video_id": job.video_id, "status": mf.FAILED, "source": "extract",
+               "error": f"{FAILED} ({err.strerror or err}{where}); rerun to retry",
+               "stop": f"the disk is full ({err.strerror}{where}): free space, then rerun to continue"
+               if err.errno in DISK_FULL else ""}
     except Exception as err:  # recorded in the manifest, retried by a rerun
         log.exception("%s: extraction failed", job.path)
-        row = {"video_id": job.video_id, "status": mf.UNREADABLE, "source": "extract",
+        row = {"video_id": job.video_id, "status": mf.FAILED, "source": "extract",
                "error": f"{FAILED} ({type(err).__name__}: {err}); rerun to retry"}
     if row["status"] != mf.OK:
         log.info("%s: %s: %s", job.file, row["status"], row["error"])
@@ -405,16 +513,24 @@ def _run_all(todo: list[VideoJob], out: Path, face_cfg: FaceConfig, extract_cfg:
                 yield _run_job(job, out, face_cfg, extract_cfg, cropper)
         return
     with ProcessPoolExecutor(workers, mp_context=mp_context(), initializer=_init_worker,
-                             initargs=(face_cfg,)) as pool:
+                             initargs=(face_cfg, os.getpid())) as pool:
         futures = {pool.submit(_run_job, job, out, face_cfg, extract_cfg, None): job for job in todo}
-        for future in as_completed(futures):
-            job = futures[future]
-            try:
-                yield future.result()
-            except Exception as err:  # noqa: BLE001 - a worker died (crash, out of memory)
-                yield {"video_id": job.video_id, "file": job.file, "label": job.label,
-                       "group": job.group, "split": job.split, "status": mf.UNREADABLE,
-                       "source": "extract", "error": f"{FAILED} (worker died: {err}); rerun to retry"}
+        try:
+            for future in as_completed(futures):
+                job = futures[future]
+                try:
+                    yield future.result()
+                except Exception as err:  # noqa: BLE001 - a worker died (crash, out of memory)
+                    dead = isinstance(err, BrokenProcessPool)
+                    yield {"video_id": job.video_id, "file": job.file, "label": job.label,
+                           "group": job.group, "split": job.split, "status": mf.FAILED,
+                           "source": "extract", "source_stamp": source_stamp(job.path),
+                           "error": f"{FAILED} (worker died: {err or type(err).__name__}); rerun to retry",
+                           "stop": "a worker process died (killed, or out of memory); rerun to "
+                           "retry, with fewer --workers if memory is short" if dead else ""}
+        finally:  # stopped early (a full disk, a dead pool, Ctrl-C): drop the queued videos
+            for future in futures:
+                future.cancel()
 
 
 def merge_parts(out_dir: str | Path) -> pd.DataFrame:
@@ -471,13 +587,28 @@ def process_videos(videos: str | Path | Sequence[str | Path], out_dir: str | Pat
             of other settings.
     """
     face_cfg, extract_cfg = face_cfg or FaceConfig(), extract_cfg or ExtractConfig()
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ExtractError(f"workers={workers!r}: give a number of processes >= 1")
     check_opencv()  # a broken cv2 is the environment's fault: stop before any row is written
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     part = parse_shard(shard)
     jobs = plan_jobs(videos, labels_csv)[part[0]::part[1]]
-    _check_settings(out, face_cfg, extract_cfg)
     path = out / manifest_name(part)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with lock_output(out, part):
+            _check_settings(out, face_cfg, extract_cfg)
+            return _process(jobs, out, path, face_cfg, extract_cfg, workers, progress)
+    except OSError as err:  # at start (a full disk, a read-only folder): one line, naming it
+        if err.errno not in (*DISK_FULL, errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise ExtractError(f"{err.filename or out}: cannot write the output folder {out} "
+                           f"({err.strerror}); free space or choose another --out") from None
+
+
+def _process(jobs: list[VideoJob], out: Path, path: Path, face_cfg: FaceConfig,
+             extract_cfg: ExtractConfig, workers: int, progress: bool) -> pd.DataFrame:
+    """The locked part of :func:`process_videos`: resume, run, and record every row."""
     for stale in out.glob(f"{TMP_MARK}{path.stem}-*{path.suffix}"):  # this part's, from a kill
         stale.unlink(missing_ok=True)
     rows: dict[str, dict] = {}
@@ -485,15 +616,68 @@ def process_videos(videos: str | Path | Sequence[str | Path], out_dir: str | Pat
         wanted = {j.video_id for j in jobs}
         rows = {r["video_id"]: r for r in mf.read_manifest(path).to_dict("records")
                 if r["video_id"] in wanted or r["source"] != "extract"}
-    todo = [j for j in jobs if not _is_done(rows.get(j.video_id), out)]
+    todo = [j for j in jobs if not _is_done(rows.get(j.video_id), j, out)]
     for job in todo:
         rows.pop(job.video_id, None)
     log.info("%d video(s) to extract, %d already done (%s)", len(todo), len(jobs) - len(todo), path)
     mf.write_manifest(pd.DataFrame(list(rows.values()), columns=list(mf.COLUMNS)), path)
+    stop, done = "", 0
     with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="extract", unit="video",
               disable=not progress) as bar:
         for row in _run_all(todo, out, face_cfg, extract_cfg, workers):
+            stop = row.pop("stop", "") or stop
             rows[row["video_id"]] = row
             mf.write_manifest(pd.DataFrame(list(rows.values())), path)
+            done += 1
             bar.update()
+            if stop:
+                break
+    if stop:
+        raise BatchStoppedError(f"{out}: extraction stopped after {done} of {len(todo)} video(s): "
+                                f"{stop}; finished rows are saved in {path}")
     return mf.read_manifest(path)
+
+
+@contextlib.contextmanager
+def lock_output(out: Path, shard: tuple[int, int] = (0, 1)) -> Iterator[None]:
+    """Hold the output folder for this run; refuse a second writer at once (:class:`ExtractError`).
+
+    A whole-batch run holds ``OUT/.extract.lock`` exclusively; a shard holds it shared and its own
+    part's lock exclusively, so shards ``i/n`` may run side by side but nothing runs twice.
+
+    Refusing rather than waiting: the usual second writer is a notebook cell rerun while the
+    first run is still alive in another kernel or terminal; waiting would look like a hang, and
+    once the first run finished there is nothing left for the second to do. The message names
+    the folder and the process holding it. Locks are ``fcntl.flock`` locks, released by the
+    kernel when the holder dies, so a killed run never leaves a stale lock. On file systems
+    without locks (some network mounts) the run goes on unlocked, with a warning.
+    """
+    if fcntl is None:
+        yield
+        return
+    i, n = shard
+    names = [(".extract.lock", fcntl.LOCK_EX if n == 1 else fcntl.LOCK_SH)]
+    if n > 1:
+        names.append((f".extract-part-{i}-of-{n}.lock", fcntl.LOCK_EX))
+    with contextlib.ExitStack() as stack:
+        for name, mode in names:
+            fh = stack.enter_context(open(out / name, "a+"))
+            try:
+                fcntl.flock(fh, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise ExtractError(
+                    f"{out}: another `dfdetect extract` ({holder}) is writing to this output folder; "
+                    "wait for it to finish (or stop it), or use another output folder") from None
+            except OSError as err:  # no locking on this file system
+                log.warning("%s: cannot lock the output folder (%s); make sure no other extract "
+                            "writes to it", out, err.strerror)
+                continue
+            stack.callback(fcntl.flock, fh, fcntl.LOCK_UN)
+            if mode == fcntl.LOCK_EX:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"pid {os.getpid()}{'' if n == 1 else f', shard {i}/{n}'}")
+                fh.flush()
+        yield

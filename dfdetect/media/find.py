@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from dfdetect.media.files import TMP_MARK
+
+log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 
@@ -21,7 +24,9 @@ def find_videos(root: str | Path, exclude: str | Path | None = None) -> list[Pat
 
     One rule for every stage: files with a :data:`VIDEO_SUFFIXES` suffix; hidden files and
     folders (``.name``) and dfdetect's own temporaries (``.tmp-``) are skipped; symbolic links
-    are followed once (a link loop is not entered twice).
+    are followed once (a folder link loop is not entered twice, with a warning naming it). A
+    video-named link that cannot be followed (a loop, or a dangling link) is returned, so that
+    the stage reading it reports it by name instead of skipping it silently.
 
     Args:
         root: The videos folder.
@@ -36,6 +41,7 @@ def find_videos(root: str | Path, exclude: str | Path | None = None) -> list[Pat
     for dirpath, dirnames, names in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:  # a symlink loop, or a folder linked twice
+            log.warning("%s: skipped, a symbolic link back to %s (already searched)", dirpath, real)
             dirnames[:] = []
             continue
         seen.add(real)
@@ -45,6 +51,6 @@ def find_videos(root: str | Path, exclude: str | Path | None = None) -> list[Pat
             continue
         for name in names:
             path = Path(dirpath, name)
-            if is_video_name(name) and path.is_file():
+            if is_video_name(name) and (path.is_file() or path.is_symlink()):
                 found.append(path)
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())

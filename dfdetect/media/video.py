@@ -7,7 +7,10 @@ numpy ``uint8`` arrays of shape ``(H, W, 3)`` in **RGB** order everywhere in dfd
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import errno
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -56,12 +59,49 @@ def _unreadable(path: Path, err: BaseException | str) -> VideoError:
     )
 
 
+class VideoAccessError(VideoError):
+    """The file cannot be opened at all (permissions, a symbolic link loop or a dangling link).
+
+    Not a property of the video's content: fixing the file system makes it readable, so a batch
+    records it as an infrastructure failure that a rerun retries.
+    """
+
+
+def check_readable(path: Path) -> None:
+    """Raise :class:`VideoError` / :class:`VideoAccessError` unless ``path`` is a file we may read.
+
+    The message names the real cause: a link loop or a dangling link is not "no such file", and
+    a permission problem is not a broken video.
+    """
+    try:
+        st = path.stat()  # follows symbolic links
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise VideoAccessError(f"{path}: a symbolic link loop (following it leads back to itself); "
+                                   "point the link at the video or remove it") from None
+        if path.is_symlink():
+            raise VideoAccessError(f"{path}: a symbolic link to {os.readlink(path)}, which does not "
+                                   "exist; fix or remove the link") from None
+        if err.errno in (errno.EACCES, errno.EPERM):
+            raise VideoAccessError(f"{path}: permission denied; fix its permissions (chmod a+r) "
+                                   "and rerun") from None
+        raise VideoError(f"{path}: no such file; check the path (and that Drive is mounted on Colab)"
+                         ) from None
+    if not os.path.isfile(path):
+        raise VideoError(f"{path}: a folder or special file, not a video; give a video file")
+    try:
+        with open(path, "rb") as fh:  # PermissionError here; FFmpeg would call it a bad file
+            fh.read(1)
+    except PermissionError:
+        raise VideoAccessError(f"{path}: permission denied; fix its permissions (chmod a+r) "
+                               "and rerun") from None
+    if st.st_size == 0:
+        raise _unreadable(path, "the file is empty (0 bytes)")
+
+
 @contextlib.contextmanager
 def _open(path: Path) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
-    if not path.is_file():
-        raise VideoError(f"{path}: no such file; check the path (and that Drive is mounted on Colab)")
-    if path.stat().st_size == 0:
-        raise _unreadable(path, "the file is empty (0 bytes)")
+    check_readable(path)
     try:
         container = av.open(str(path), mode="r")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
@@ -74,6 +114,21 @@ def _open(path: Path) -> Iterator[tuple[av.container.InputContainer, av.video.st
         yield container, stream
     finally:
         container.close()
+
+
+def rotation_of(frame: av.VideoFrame) -> int:
+    """Counter-clockwise degrees (0, 90, 180 or 270) that turn a decoded frame upright.
+
+    Phones store portrait videos sideways with a display matrix; PyAV reports it as
+    ``frame.rotation`` (e.g. -90: turn 90 degrees clockwise to display).
+    """
+    return round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4 * 90
+
+
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """``image`` (H, W, ...) turned ``rotation`` degrees counter-clockwise (a copy only if turned)."""
+    k = rotation // 90 % 4
+    return np.ascontiguousarray(np.rot90(image, k)) if k else image
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -94,9 +149,26 @@ def probe(path: str | Path) -> VideoInfo:
             except av.error.FFmpegError as err:
                 raise _unreadable(path, err) from None
         width, height = stream.codec_context.width, stream.codec_context.height
+        if frames > 0 and width > 0 and _stream_rotation(container, stream) % 180:
+            width, height = height, width  # the size frames have once turned upright
     if frames <= 0 or width <= 0:
         raise _unreadable(path, "it contains no frames")
     return VideoInfo(path=path, frames=frames, fps=fps, width=width, height=height)
+
+
+def _stream_rotation(container: av.container.InputContainer,
+                     stream: av.video.stream.VideoStream) -> int:
+    """The display rotation of a stream, from its first decodable frame (0 when none decodes).
+
+    PyAV has no getter for a stream's display matrix; frames carry it.
+    """
+    try:
+        container.seek(stream.start_time or 0, stream=stream, backward=True)  # after a demux pass
+        for frame in container.decode(stream):
+            return rotation_of(frame)
+    except av.error.FFmpegError:
+        pass
+    return 0
 
 
 def uniform_indices(num_frames: int, count: int) -> np.ndarray:
@@ -113,10 +185,99 @@ def uniform_indices(num_frames: int, count: int) -> np.ndarray:
     return np.floor((np.arange(count) + 0.5) * num_frames / count).astype(np.int64)
 
 
+def _presentation_pts(path: Path) -> list[int]:
+    """Sorted timestamps of every frame of the video (a demux pass: reads packets, decodes nothing).
+
+    Frame ``k`` of the video is the one with the ``k``-th timestamp, whatever the frame rate does.
+    """
+    with _open(path) as (container, stream):
+        try:
+            return sorted(p.pts for p in container.demux(stream) if p.size and p.pts is not None)
+        except av.error.FFmpegError:
+            return []
+
+
+def decode_frames(path: str | Path, indices: Sequence[int] | None = None, max_frames: int = 0
+                  ) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Stream the decoded frames of a video as PyAV frames (no pixel conversion, no rotation).
+
+    Frame numbers count frames in presentation order (the decoder's output order), never derived
+    from timestamps and a nominal rate, so a variable-frame-rate video numbers its frames
+    0, 1, 2, ... without repeats or holes. Jumps over long stretches (``indices`` far apart) seek
+    to the exact timestamp of the wanted frame, found by one demux pass.
+
+    Args:
+        path: Video file.
+        indices: Frame numbers to return (any order, duplicates allowed; returned sorted and
+            de-duplicated). ``None`` returns every frame.
+        max_frames: With ``indices=None``, stop after this many frames (0 = no limit).
+
+    Yields:
+        ``(index, frame)``; turn ``frame`` into pixels with :func:`to_rgb` (applies the rotation).
+
+    Raises:
+        VideoError: The file cannot be opened or its first frame cannot be decoded.
+    """
+    path = Path(path)
+    wanted = None if indices is None else sorted({int(i) for i in indices})
+    with _open(path) as (container, stream):
+        index = -1  # presentation-order number of the last frame decoded (None: after a seek)
+        pts_list: list[int] | None = None  # every frame's timestamp, sorted (the first seek reads it)
+        n_yielded, pos, seeked_for = 0, 0, -1  # pos: position in `wanted`
+        try:
+            decoder = container.decode(stream)
+            while True:
+                if wanted is not None:
+                    if pos >= len(wanted):
+                        return
+                    if index is not None and wanted[pos] - index > SEEK_GAP and seeked_for != wanted[pos]:
+                        seeked_for = wanted[pos]  # never seek twice for one target
+                        pts_list = _presentation_pts(path) if pts_list is None else pts_list
+                        if wanted[pos] >= len(pts_list):
+                            return
+                        container.seek(pts_list[wanted[pos]], stream=stream, backward=True,
+                                       any_frame=False)
+                        decoder = container.decode(stream)
+                        index = None
+                try:
+                    frame = next(decoder)
+                except StopIteration:
+                    return
+                if index is None:  # the first frame after a seek: find it among the timestamps
+                    k = bisect.bisect_left(pts_list, frame.pts) if frame.pts is not None else -1
+                    index = k if 0 <= k < len(pts_list) and pts_list[k] == frame.pts else seeked_for
+                else:
+                    index += 1
+                if wanted is None:
+                    yield index, frame
+                    n_yielded += 1
+                    if max_frames and n_yielded >= max_frames:
+                        return
+                    continue
+                while pos < len(wanted) and wanted[pos] < index:
+                    pos += 1  # not in the stream (a damaged stretch): skip it
+                if pos < len(wanted) and wanted[pos] == index:
+                    yield index, frame
+                    n_yielded += 1
+                    pos += 1
+        except av.error.FFmpegError as err:
+            if n_yielded == 0 and (index is None or index < 0):
+                raise _unreadable(path, err) from None
+            return  # a truncated tail: keep what decoded
+
+
+def to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as an upright RGB ``(H, W, 3) uint8`` array (display rotation applied)."""
+    return upright(frame.to_ndarray(format="rgb24"), rotation_of(frame))
+
+
 def iter_frames(
     path: str | Path, indices: Sequence[int] | None = None, max_frames: int = 0
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Stream frames of a video without holding more than one in memory.
+
+    Frames are numbered in presentation order (see :func:`decode_frames`) and turned upright
+    when the file carries a display rotation (phone videos).
 
     Args:
         path: Video file.
@@ -130,54 +291,12 @@ def iter_frames(
     Raises:
         VideoError: The file cannot be opened or its first frame cannot be decoded.
     """
-    path = Path(path)
-    wanted = None if indices is None else sorted({int(i) for i in indices})
-    with _open(path) as (container, stream):
-        fps = float(stream.average_rate or stream.guessed_rate or 25.0)
-        tb = float(stream.time_base) if stream.time_base else 1.0 / fps
-        start = stream.start_time or 0
-        n_yielded, index = 0, -1
-        pos = 0  # position in `wanted`
-        seeked_for = -1  # the wanted frame we last seeked to: never seek twice for one target
-
-        def frame_index(frame: av.VideoFrame, fallback: int) -> int:
-            if frame.pts is None:
-                return fallback
-            return round((frame.pts - start) * tb * fps)
-
-        try:
-            decoder = container.decode(stream)
-            while True:
-                if wanted is not None:
-                    if pos >= len(wanted):
-                        return
-                    if wanted[pos] - index > SEEK_GAP and seeked_for != wanted[pos]:
-                        # jump ahead: seek to the keyframe before it, then decode forward
-                        seeked_for = wanted[pos]
-                        target = int(start + wanted[pos] / fps / tb)
-                        container.seek(target, stream=stream, backward=True, any_frame=False)
-                        decoder = container.decode(stream)
-                        index = -10**9  # unknown until the next frame's pts
-                try:
-                    frame = next(decoder)
-                except StopIteration:
-                    return
-                index = frame_index(frame, index + 1)
-                if wanted is None:
-                    yield index if index >= 0 else n_yielded, frame.to_ndarray(format="rgb24")
-                    n_yielded += 1
-                    if max_frames and n_yielded >= max_frames:
-                        return
-                    continue
-                while pos < len(wanted) and wanted[pos] < index:
-                    pos += 1  # frame missing from the stream (variable rate): skip it
-                if pos < len(wanted) and wanted[pos] == index:
-                    yield index, frame.to_ndarray(format="rgb24")
-                    pos += 1
-        except av.error.FFmpegError as err:
-            if n_yielded == 0 and index < 0:
-                raise _unreadable(path, err) from None
-            return  # a truncated tail: keep what decoded
+    frames = decode_frames(path, indices, max_frames)
+    try:
+        for index, frame in frames:
+            yield index, to_rgb(frame)
+    finally:
+        frames.close()
 
 
 def read_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray:
