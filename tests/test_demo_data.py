@@ -1,12 +1,17 @@
-"""The demo data set: labelled, both manipulations, groups kept, deterministic and resumable."""
+"""The demo data set (labelled, both manipulations, groups kept, deterministic and resumable)
+and its leave-people-out folds (every person tested once, no person in train and test)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from dfdetect.demo import dataset as demo_data
 from dfdetect.demo import fakes
+from dfdetect.demo import folds as demo_folds
 from dfdetect.demo.dataset import DemoSpec
 from dfdetect.extraction.faces import FaceCropper
 from dfdetect.labels import read_labels
@@ -129,3 +134,65 @@ def test_other_settings_in_the_same_folder_are_refused(demo, sample_dir):
 def test_missing_sample_faces_are_named(tmp_path):
     with pytest.raises(demo_data.DemoDataError, match="missing"):
         demo_data.build_demo_dataset(tmp_path / "out", sample_dir=tmp_path, progress=False)
+
+
+# --------------------------------------------------------------------------- folds
+
+
+@pytest.fixture(scope="module")
+def full_table():
+    plans = demo_data.plan_demo(DemoSpec())
+    return demo_data.labels_table(plans, 0)
+
+
+def test_folds_make_every_person_a_test_person_exactly_once(full_table):
+    people = set(full_table["group"])
+    for seed in (0, 1):
+        folds = demo_folds.people_folds(full_table, k=4, seed=seed)
+        tested = [p for f in folds for p in f.test]
+        assert sorted(tested) == sorted(people)
+        for f in folds:
+            assert not set(f.test) & set(f.train) and not set(f.val) & set(f.train)
+            assert not set(f.test) & set(f.val) and len(f.val) == 1
+            assert set(f.test) | set(f.val) | set(f.train) == people
+        sizes = [full_table["group"].isin(f.test).sum() for f in folds]
+        assert max(sizes) - min(sizes) <= 15, sizes  # dealt by clip count: similar folds
+    assert demo_folds.people_folds(full_table, seed=0) == demo_folds.people_folds(full_table, seed=0)
+
+
+def test_check_folds_rejects_a_missing_or_repeated_person(full_table):
+    folds = demo_folds.people_folds(full_table, k=4, seed=0)
+    people = set(full_table["group"])
+    broken = [folds[0], dataclasses.replace(folds[1], test=folds[0].test)]
+    with pytest.raises(demo_folds.FoldError, match="once"):
+        demo_folds.check_folds([*broken, *folds[2:]], people)
+    leaky = dataclasses.replace(folds[0], train=(*folds[0].train, folds[0].test[0]))
+    with pytest.raises(demo_folds.FoldError, match="two splits"):
+        demo_folds.check_folds([leaky, *folds[1:]], people)
+
+
+def _manifest_of(table):
+    return pd.DataFrame({"video_id": table["file"].str.removesuffix(".mp4"), "file": table["file"],
+                         "label": table["label"], "group": table["group"], "split": "",
+                         "status": "ok"})
+
+
+def test_fold_manifest_keeps_people_apart_and_test_faces_out_of_training(full_table):
+    for fold in demo_folds.people_folds(full_table, k=4, seed=0):
+        df = demo_folds.fold_manifest(_manifest_of(full_table), full_table, fold)
+        donor = df["file"].map(full_table.set_index("file")["donor"])
+        by_split = {s: set(df.loc[df["split"] == s, "group"]) for s in ("train", "val", "test")}
+        assert by_split["test"] == set(fold.test) and by_split["val"] == set(fold.val)
+        assert not by_split["train"] & by_split["test"]
+        # no test person's face in training, not even pasted in as a swap donor
+        assert not set(donor[df["split"] != "test"]) & set(fold.test)
+        assert (df["split"] == "test").sum() == full_table["group"].isin(fold.test).sum()
+
+
+def test_cross_manipulation_manifest_keeps_one_kind_per_split(full_table):
+    fold = demo_folds.people_folds(full_table, k=4, seed=0)[0]
+    kinds = {"train": ("swap",), "val": ("swap",), "test": ("reenact",)}
+    df = demo_folds.fold_manifest(_manifest_of(full_table), full_table, fold, kinds)
+    kind = df["file"].map(full_table.set_index("file")["manipulation"])
+    assert set(kind[df["split"] == "train"]) == {"none", "swap"}
+    assert set(kind[df["split"] == "test"]) == {"none", "reenact"}

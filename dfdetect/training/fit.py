@@ -346,7 +346,7 @@ def _final_evaluation(run: TrainState, loaders: Mapping[str, DataLoader], run_di
         _save_figures(run_dir, run.history, preds[split], temperature, split, rule)
         for name, p in preds.items():  # per-video scores, for pooled curves across runs
             ids, labels, scores = p.by_video(1.0, rule)
-            table = pd.DataFrame({"video_id": ids, "label": labels, "score": scores.round(6)})
+            table = pd.DataFrame({"video_id": ids, "label": labels, "score": scores})
             atomic_write_text(run_dir / f"scores_{name}.csv", table.to_csv(index=False))
     return result
 
