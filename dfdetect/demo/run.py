@@ -135,8 +135,9 @@ def run_demo(out_dir: str | Path = "demo_out", cfg: DemoConfig | None = None,
 
 def train_fold(out: Path, demo: DemoData, fold: Fold, run_cfg: RunConfig, *,
                manipulations: dict[str, tuple[str, ...]] | None = None, name: str = "",
-               progress: bool = True) -> tuple[dict, pd.DataFrame]:
-    """Train and test one fold (reused when its run finished before).
+               runs: Path | None = None, progress: bool = True) -> tuple[dict, pd.DataFrame]:
+    """Train and test one fold (reused when its run finished before) in ``runs/name``
+    (default ``OUT/folds`` or, with ``manipulations``, ``OUT/cross``).
 
     Returns:
         ``(metrics, scores)``: what ``metrics.json`` holds, and the test videos'
@@ -146,7 +147,7 @@ def train_fold(out: Path, demo: DemoData, fold: Fold, run_cfg: RunConfig, *,
     manifest = read_manifest(out / "faces" / "manifest.csv")
     fold_csv = out / "faces" / f"{name}.csv"  # beside manifest.csv: face paths stay valid
     write_manifest(fold_manifest(manifest, demo.table, fold, manipulations), fold_csv)
-    run_dir = out / ("cross" if manipulations else "folds") / name
+    run_dir = (runs or out / ("cross" if manipulations else "folds")) / name
     if (run_dir / "metrics.json").is_file():
         metrics = json.loads((run_dir / "metrics.json").read_text())
     else:
