@@ -1,6 +1,6 @@
 """Inference speed: seconds per 10 s 1080p H.264 video on CPU, ``predict`` vs a seed-style pipeline.
 
-The video is the real talking-head clip in data/sample (640x360) upscaled to 1920x1080, its first
+The video is the real talking-head clip in dfdetect/demo/sample (640x360) upscaled to 1920x1080, its first
 10 s (240 frames at 23.976 fps), H.264 crf 23, x264's default keyframe interval (cached in
 bench/out/). The model is the DEFAULT architecture (ResNeXt50_32x4d + LSTM(2048), T = 20,
 112 px) with random weights (speed does not depend on them), saved as a checkpoint and loaded
@@ -36,7 +36,7 @@ from dfdetect.models.checkpoint import save_checkpoint
 from dfdetect.models.detector import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "data" / "sample" / "WolfgangLanger_Pexels.mp4"
+SOURCE = ROOT / "dfdetect" / "demo" / "sample" / "WolfgangLanger_Pexels.mp4"
 OUT = ROOT / "bench" / "out"
 SECONDS = 10
 TARGET_S = 3.0

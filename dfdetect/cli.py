@@ -26,6 +26,7 @@ from dfdetect.config import (
     replace,
     to_dict,
 )
+from dfdetect.data.aggregation import AGGREGATES
 from dfdetect.demo.run import DemoConfig, run_demo
 from dfdetect.extraction.pipeline import merge_parts, process_videos
 from dfdetect.inference.folder import list_videos, predict_folder
@@ -183,8 +184,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> Runner:
                    help="FAKE when P(fake) >= this, in [0, 1] (0.5)")
     p.add_argument("--clips", type=_int_at_least(0), default=0,
                    help="clips per face: 0 (default) = one per 15*T frames, at most 4")
-    p.add_argument("--aggregate", choices=["mean", "median", "max"], default="mean",
-                   help="how clip scores make the video score (default: mean of P(fake))")
+    p.add_argument("--aggregate", choices=list(AGGREGATES), default=None,
+                   help="how frame/clip scores make the video score (default: the checkpoint's, "
+                   "mean of P(fake))")
+    p.add_argument("--tta-flip", action="store_true",
+                   help="also score every clip mirrored and average (about 2x the model time)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return _run_predict
@@ -206,7 +210,7 @@ def _run_predict(a: argparse.Namespace) -> int:
     df = predict_folder(a.videos, a.checkpoint, a.out, heatmaps=a.heatmaps,
                         heatmap_video=a.heatmap_video, progress=not a.no_progress,
                         device=a.device, on_result=show, threshold=a.threshold,
-                        clips=a.clips or None, aggregate=a.aggregate)
+                        clips=a.clips or None, aggregate=a.aggregate, tta_flip=a.tta_flip)
     if a.out:
         print(f"{len(df)} prediction(s) written to {a.out}/predictions.csv", file=sys.stderr)
     return 0 if df["label"].isin([REAL, FAKE]).any() else 1  # no verdict at all: failure
@@ -241,11 +245,26 @@ def _add_train(sub: argparse._SubParsersAction) -> Runner:
     p.add_argument("--freeze-bn", action="store_true", default=None,
                    help="keep the backbone's BatchNorm statistics fixed (small batches)")
     p.add_argument("--hidden", type=_int_at_least(1), help=f"LSTM hidden size (default {m.hidden})")
+    p.add_argument("--temporal", choices=["lstm", "none"], help="LSTM over the frames, or none: "
+                   f"a frame-level model whose clip logit is the frames' mean (default {m.temporal})")
+    p.add_argument("--frozen-layers", type=_int_at_least(0), help="first N backbone stages kept "
+                   f"frozen (default {m.frozen_layers})")
+    p.add_argument("--train-frames", type=_int_at_least(0), help="frames per training clip "
+                   f"(0 = --frames; default {d.train_frames})")
+    p.add_argument("--aggregate", choices=list(AGGREGATES),
+                   help=f"video score from frame/clip scores (default {d.aggregate})")
+    p.add_argument("--time-budget", type=_float_in(0.0, 1e7), help="stop training after this "
+                   f"many seconds; the LR schedule ends with it (0 = off; default {t.time_budget:g})")
+    p.add_argument("--steps-per-epoch", type=_int_at_least(0), help="batches per epoch drawn "
+                   f"from train (0 = one pass; default {t.steps_per_epoch})")
+    p.add_argument("--warmup-steps", type=_int_at_least(0), help="LR warm-up in steps (0 = "
+                   f"warmup_epochs; default {t.warmup_steps})")
     p.add_argument("--workers", type=_int_at_least(0), help=f"DataLoader workers (default {t.workers})")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR/last.pt")
     p.add_argument("--self-blend-prob", type=float, help="chance a REAL training clip is "
                    f"self-blended into a FAKE (default {d.self_blend_prob:g})")
-    p.add_argument("--balance", choices=["sampler", "loss", "none"], help="class imbalance handling")
+    p.add_argument("--balance", choices=["sampler", "batch", "loss", "none"],
+                   help=f"class imbalance handling (default {d.balance}; batch: half FAKE per batch)")
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "off"], help="mixed precision (auto)")
     p.add_argument("--seed", type=int, help=f"model initialisation and sampling seed (default {t.seed})")
     p.add_argument("--device", help="torch device (default: this rank's GPU, else cpu)")
@@ -262,6 +281,10 @@ _TRAIN_FLAGS = {
     "freeze_backbone_epochs": ("train", "freeze_backbone_epochs"),
     "workers": ("train", "workers"), "self_blend_prob": ("data", "self_blend_prob"),
     "balance": ("data", "balance"), "amp": ("train", "amp"), "seed": ("train", "seed"),
+    "temporal": ("model", "temporal"), "frozen_layers": ("model", "frozen_layers"),
+    "train_frames": ("data", "train_frames"), "aggregate": ("data", "aggregate"),
+    "time_budget": ("train", "time_budget"), "steps_per_epoch": ("train", "steps_per_epoch"),
+    "warmup_steps": ("train", "warmup_steps"),
 }
 
 
@@ -315,15 +338,17 @@ def _add_demo(sub: argparse._SubParsersAction) -> Runner:
     p = sub.add_parser("demo", help="the whole pipeline offline on a demo set built from the shipped faces")
     p.add_argument("out", nargs="?", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 4)")
+    p.add_argument("--budget", type=_float_in(1.0, 3600.0), default=None,
+                   help=f"training seconds per fold (default {DemoConfig().run.train.time_budget:g})")
     return _run_demo
 
 
 def _run_demo(a: argparse.Namespace) -> int:
 
     cfg = DemoConfig(seed=a.seed)
-    if a.epochs:
-        cfg = DemoConfig(seed=a.seed, run=replace(cfg.run, train=replace(cfg.run.train, epochs=a.epochs)))
+    if a.budget:
+        cfg = DemoConfig(seed=a.seed, run=replace(cfg.run, train=replace(cfg.run.train,
+                                                                         time_budget=a.budget)))
     run_demo(a.out, cfg)
     return 0
 

@@ -103,7 +103,8 @@ class ExtractConfig:
 class DataConfig:
     """What the model sees: clip length, size and normalisation."""
 
-    frames: int = 20  # T, frames per clip
+    frames: int = 20  # T, frames per clip (evaluation and prediction)
+    train_frames: int = 0  # frames per training clip; 0 = ``frames`` (frame-level models: 2-4)
     size: int = 112  # H = W of the frames fed to the model (112-224)
     mean: tuple[float, float, float] | None = None  # normalisation; None = the backbone's weights'
     std: tuple[float, float, float] | None = None  # (filled in by fit, stored in the checkpoint)
@@ -114,12 +115,14 @@ class DataConfig:
     self_blend_prob: float = 0.0  # chance a REAL training clip is turned into a self-blended FAKE
     val_fraction: float = 0.15  # of groups, when the manifest has no split column
     test_fraction: float = 0.15  # of groups, likewise
-    balance: str = "sampler"  # class imbalance: "sampler", "loss" (pos_weight) or "none"
+    aggregate: str = "mean"  # video score from frame/clip scores (dfdetect.data.aggregation.AGGREGATES)
+    balance: str = "sampler"  # class imbalance: "sampler", "batch" (every batch half FAKE), "loss", "none"
     seed: int = 0  # split and sampling seed
 
     def __post_init__(self) -> None:
         _check(self, {
             "frames": (_int_at_least(1), "an integer >= 1 (frames per clip)"),
+            "train_frames": (_int_at_least(0), "an integer >= 0 (0 = frames)"),
             "size": (_int_at_least(16), "an integer >= 16 (pixels)"),
             "mean": (lambda v: v is None or len(v) == 3, "None (the backbone's) or 3 numbers (R, G, B)"),
             "std": (lambda v: v is None or (len(v) == 3 and min(v) > 0),
@@ -129,7 +132,10 @@ class DataConfig:
             "val_fraction": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
             "test_fraction": (lambda v: 0 <= v < 1 and v + self.val_fraction < 1,
                               "a fraction in [0, 1) with val_fraction + test_fraction < 1"),
-            "balance": (lambda v: v in ("sampler", "loss", "none"), "'sampler', 'loss' or 'none'"),
+            "aggregate": (lambda v: v in ("mean", "logit_mean", "median", "max", "confident"),
+                          "'mean', 'logit_mean', 'median', 'max' or 'confident'"),
+            "balance": (lambda v: v in ("sampler", "batch", "loss", "none"),
+                        "'sampler', 'batch', 'loss' or 'none'"),
         })
 
 
@@ -148,6 +154,8 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.5, 1.5)  # ... sigma range, pixels of a 224-px face
     noise_prob: float = 0.3  # Gaussian noise ...
     noise_std: tuple[float, float] = (2.0, 8.0)  # ... std range, in 0-255 intensity units
+    shift_prob: float = 0.0  # translation of the whole clip (crop jitter of the face box) ...
+    shift: float = 0.05  # ... up to this fraction of the side in x and y (edges replicated)
     compress_prob: float = 0.5  # re-compression, JPEG or H.264 with equal chance ...
     jpeg_quality: tuple[int, int] = (30, 90)  # ... JPEG quality range
     h264_crf: tuple[int, int] = (23, 40)  # ... H.264 CRF range (higher = worse)
@@ -178,6 +186,8 @@ class ModelConfig:
     backbone: str = "resnext50_32x4d"  # a registered name (dfdetect.models.backbones.list_backbones())
     pretrained: str = "imagenet"  # "imagenet" (download), "offline" (efficientnet_lite0), "none", a path
     freeze_bn: bool = False  # keep the backbone's BatchNorm statistics fixed (small batches)
+    temporal: str = "lstm"  # "lstm" over the frames, or "none": a logit per frame, clip = their mean
+    frozen_layers: int = 0  # first N stages of the backbone kept frozen (stem = 1; 0 = none)
     hidden: int = 2048  # LSTM hidden size
     layers: int = 1  # LSTM layers
     bidirectional: bool = False  # LSTM direction
@@ -193,6 +203,8 @@ class ModelConfig:
             "layers": (_int_at_least(1), "an integer >= 1"),
             "dropout": (lambda v: 0 <= v < 1, "a probability in [0, 1)"),
             "pooling": (lambda v: v in ("mean", "last"), "'mean' or 'last'"),
+            "temporal": (lambda v: v in ("lstm", "none"), "'lstm' or 'none' (frame-level)"),
+            "frozen_layers": (_int_at_least(0), "an integer >= 0"),
         })
 
 
@@ -206,6 +218,9 @@ class TrainConfig:
     backbone_lr_scale: float = 1.0  # backbone's learning rate = lr * this (fine-tuning: 0.1)
     weight_decay: float = 1e-3  # AdamW weight decay
     warmup_epochs: float = 0.5  # linear warm-up, then cosine decay
+    warmup_steps: int = 0  # > 0: the warm-up in optimiser steps instead (overrides warmup_epochs)
+    steps_per_epoch: int = 0  # > 0: an epoch is this many batches drawn from train (0 = one pass)
+    time_budget: float = 0.0  # > 0: stop training after this many seconds (the schedule follows it)
     grad_clip: float = 1.0  # max gradient norm (0 = off)
     amp: str = "auto"  # "auto" (bf16 / fp16+scaler / fp32 from the device), "bf16", "fp16", "off"
     channels_last: bool = True  # on GPU only
@@ -224,6 +239,9 @@ class TrainConfig:
             "backbone_lr_scale": (lambda v: 0 <= v < float("inf"), ">= 0 (0 = a frozen backbone)"),
             "weight_decay": (lambda v: 0 <= v < float("inf"), ">= 0"),
             "warmup_epochs": (lambda v: 0 <= v < float("inf"), ">= 0 (epochs)"),
+            "warmup_steps": (_int_at_least(0), "an integer >= 0 (steps)"),
+            "steps_per_epoch": (_int_at_least(0), "an integer >= 0 (0 = one pass over train)"),
+            "time_budget": (lambda v: 0 <= v < float("inf"), ">= 0 seconds (0 = no limit)"),
             "grad_clip": (lambda v: 0 <= v < float("inf"), ">= 0 (0 = off)"),
             "amp": (lambda v: v in ("auto", "bf16", "fp16", "off"), "'auto', 'bf16', 'fp16' or 'off'"),
             "freeze_backbone_epochs": (_int_at_least(0), "an integer >= 0"),

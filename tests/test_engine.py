@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
 from dataclasses import replace
 from pathlib import Path
@@ -22,10 +23,12 @@ from torch.utils.data import DataLoader
 from dfdetect import training as engine
 from dfdetect.cli import main
 from dfdetect.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from dfdetect.data.loaders import make_loader
 from dfdetect.models.checkpoint import load_checkpoint, load_model
 from dfdetect.models.detector import build_model
 from dfdetect.training.epoch import train_step
 from dfdetect.training.fit import TrainError, fit, fit_datasets
+from dfdetect.training.metrics import binary_metrics
 from dfdetect.training.setup import Precision, lr_lambda, select_precision
 
 TESTS = Path(__file__).resolve().parent
@@ -262,3 +265,42 @@ def test_cli_reports_missing_imagenet_weights(small_manifest, tmp_path, capsys, 
                  "--hidden", "8", "--workers", "0", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and "--pretrained PATH" in err and "--pretrained none" in err
+
+
+def test_time_budget_stops_training_and_the_schedule_follows_it(tmp_path):
+    from dfdetect.training.setup import BudgetClock
+
+    clock = BudgetClock(10.0)
+    f = lr_lambda(2, 1000, clock)
+    clock.spent = 5.0  # half the time: the cosine is half-way whatever the step count says
+    assert f(3) == pytest.approx(0.5, abs=1e-3)
+    clock.spent = 10.0
+    assert f(4) == pytest.approx(0.0, abs=1e-9) and clock.over()
+    assert not BudgetClock(0.0).over()
+
+    start = time.perf_counter()
+    result = fit_datasets(tiny_sets(), tmp_path / "run", tiny_cfg(
+        epochs=1000, steps_per_epoch=2, time_budget=1.5, warmup_steps=1), progress=False)
+    elapsed = time.perf_counter() - start
+    assert 1 < result["epochs_run"] < 1000 and elapsed < 60
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert len(history) == result["epochs_run"]
+    scores = pd.read_csv(tmp_path / "run" / "scores_test.csv")
+    assert list(scores.columns) == ["video_id", "label", "score"] and len(scores) == 8
+    assert result["test"]["auc"] == pytest.approx(
+        binary_metrics(scores["label"].to_numpy(), scores["score"].to_numpy())["auc"], abs=1e-4)
+
+
+def test_balanced_batches_are_exactly_half_fake():
+    data = ClipSet(20, 0)
+    data.labels = [1] * 3 + [0] * 17  # 15% FAKE
+    loader = make_loader(data, 4, train=True, balance="batch", seed=0, num_samples=40)
+    batches = [b["label"] for b in loader]
+    assert len(batches) == 10
+    assert all(int(b.sum()) == 2 for b in batches)
+    again = [b["label"] for b in make_loader(data, 4, train=True, balance="batch", seed=0,
+                                                num_samples=40)]
+    assert all(torch.equal(a, b) for a, b in zip(batches, again))
+    data.labels = [0] * 20
+    with pytest.raises(ValueError, match="REAL and FAKE"):
+        make_loader(data, 4, train=True, balance="batch")

@@ -158,3 +158,36 @@ def test_face_grid_shows_usable_face_videos(tmp_path):
     shown = [ax for ax in fig.axes if ax.images]
     assert [ax.get_title().split("\n") for ax in shown] == [["v0", "FAKE"], ["v1", "REAL"], ["v2", "REAL"]]
     assert shown[0].images[0].get_array().shape == (64, 64, 3)
+
+
+def test_ap_eer_and_accuracy_at_threshold_by_hand():
+    # ranked by score: F F R F R R. AUC: 8 of 9 (FAKE, REAL) pairs ordered.
+    # AP: precision 1, 1, then 3/4 at the three FAKEs -> (1 + 1 + 0.75) / 3.
+    # EER: at threshold 0.7 one REAL of three passes and one FAKE of three is missed -> 1/3.
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.array([0.1, 0.2, 0.7, 0.6, 0.8, 0.9])
+    m = binary_metrics(labels, scores)
+    assert m["auc"] == pytest.approx(8 / 9)
+    assert m["ap"] == pytest.approx(2.75 / 3)
+    assert m["eer"] == pytest.approx(1 / 3)
+    assert m["accuracy"] == pytest.approx(5 / 6)  # 0.7 is called FAKE at 0.5
+    assert binary_metrics(labels, scores, threshold=0.75)["accuracy"] == pytest.approx(5 / 6)
+    assert binary_metrics(labels, scores, threshold=0.65)["accuracy"] == pytest.approx(4 / 6)
+    assert m["std"] == pytest.approx(np.std(scores))
+    assert binary_metrics(labels, np.full(6, 0.3))["std"] == 0.0  # a constant model
+
+
+def test_perfect_and_inverted_rankings_give_eer_0_and_1():
+    labels = np.array([0, 0, 1, 1])
+    assert binary_metrics(labels, np.array([0.1, 0.2, 0.8, 0.9]))["eer"] == pytest.approx(0.0)
+    assert binary_metrics(labels, np.array([0.9, 0.8, 0.2, 0.1]))["eer"] == pytest.approx(1.0)
+
+
+def test_frame_level_metrics_count_every_frame():
+    frames = _logit(np.array([[0.9, 0.2], [0.3, 0.4], [0.6, 0.7]]))  # FAKE, REAL, FAKE
+    preds = Predictions(np.array(["a", "b", "c"]), np.array([1, 0, 1]), frames.mean(1), frames)
+    m = video_metrics(preds)
+    assert m["frame_n"] == 6
+    # frames: FAKE .9 .2 .6 .7 vs REAL .3 .4: pairs ordered 3 + 3 + 0 (0.2 below both) + ...
+    assert m["frame_auc"] == pytest.approx(6 / 8)
+    assert m["auc"] == pytest.approx(1.0)  # video means .55, .35, .65

@@ -182,3 +182,48 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
 def test_missing_weights_file(tmp_path):
     with pytest.raises(PretrainedWeightsError, match="no such weights file"):
         build_model(ModelConfig(backbone="resnet18", pretrained=str(tmp_path / "nope.pth")))
+
+
+FRAME = ModelConfig(backbone="resnet18", pretrained="none", temporal="none", dropout=0.0)
+
+
+def test_frame_level_model_scores_frames_and_averages_them():
+    torch.manual_seed(0)
+    m = build_model(FRAME).eval()
+    assert m.lstm is None and m.head.in_features == m.feature_dim
+    x = _clips(3, 4)
+    with torch.no_grad():
+        clip, frames = m.frame_logits(x)
+        alone = m(x[:, 2:3])  # a frame on its own gets the score it has inside the clip
+    assert clip.shape == (3,) and frames.shape == (3, 4)
+    assert torch.allclose(clip, frames.mean(1), atol=1e-5)
+    assert torch.allclose(alone, frames[:, 2], atol=1e-4)
+    with torch.no_grad():  # frame order does not matter to a frame-level model
+        assert torch.allclose(m(x.flip(1)), clip, atol=1e-5)
+
+
+def test_frame_level_model_every_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    m = build_model(FRAME).train()
+    m(_clips(2, 3)).sum().backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{name} got no gradient"
+
+
+def test_frozen_layers_keep_the_first_stages_fixed():
+    from dfdetect.models.detector import backbone_stages
+
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(backbone="resnet18", pretrained="none", temporal="none",
+                                frozen_layers=2)).train()
+    stages = backbone_stages(m.backbone)
+    assert len(stages) == 5  # stem (conv1 + bn1), layer1..layer4
+    frozen = {id(p) for s in stages[:2] for p in s.parameters()}
+    for p in m.parameters():
+        assert p.requires_grad == (id(p) not in frozen)
+    assert not stages[0][1].training and stages[2].training  # frozen BatchNorm stays in eval
+    m.freeze_backbone(True)
+    m.freeze_backbone(False)  # the warm-up ends: the frozen stages stay frozen
+    assert not any(p.requires_grad for p in stages[1].parameters())
+    with pytest.raises(ValueError, match="stages"):
+        build_model(ModelConfig(backbone="resnet18", pretrained="none", frozen_layers=9))

@@ -65,7 +65,7 @@ def demo_videos(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("drive")
     build_demo_dataset(root / "demo", seed=0, progress=False, frames=16, size=(192, 192),
-                       video_segments=2, portrait_clips=1)
+                       video_segments=2, portrait_clips=1, videos=())
     return root
 
 

@@ -46,6 +46,8 @@ class ClipParams:
         noise_seed: Seed of the per-frame noise patterns.
         codec: Re-compression: "none", "jpeg" or "h264".
         quality: JPEG quality (1-100) or H.264 CRF (0-51).
+        shift: Translation ``(dx, dy)`` as fractions of the width and height (edges mirrored):
+            the jitter of a face box between detectors.
     """
 
     flip: bool = False
@@ -57,6 +59,7 @@ class ClipParams:
     noise_seed: int = 0
     codec: str = "none"
     quality: int = 0
+    shift: tuple[float, float] = (0.0, 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values."""
@@ -79,13 +82,17 @@ def draw_params(rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()) 
     codec = "jpeg" if rng.random() < 0.5 else "h264"
     quality = int(rng.integers(*cfg.jpeg_quality, endpoint=True) if codec == "jpeg"
                   else rng.integers(*cfg.h264_crf, endpoint=True))
+    shift = (0.0, 0.0)
+    if cfg.shift_prob > 0:  # drawn last and only when asked for: older draws stay as they were
+        on_shift, dxy = rng.random() < cfg.shift_prob, rng.uniform(-cfg.shift, cfg.shift, 2)
+        shift = (round(float(dxy[0]), 4), round(float(dxy[1]), 4)) if on_shift else shift
     return ClipParams(
         flip=bool(on[0]), angle=round(float(angle), 3) if on[1] else 0.0,
         brightness=round(float(brightness), 4) if on[2] else 1.0,
         contrast=round(float(contrast), 4) if on[3] else 1.0,
         blur_sigma=round(float(blur), 3) if on[4] else 0.0,
         noise_std=round(float(noise), 3) if on[5] else 0.0, noise_seed=noise_seed,
-        codec=codec if on[6] else "none", quality=quality if on[6] else 0,
+        codec=codec if on[6] else "none", quality=quality if on[6] else 0, shift=shift,
     )
 
 
@@ -151,6 +158,8 @@ def apply_params(clip: np.ndarray, p: ClipParams) -> np.ndarray:
     Returns:
         ``(T, H, W, 3) uint8`` RGB frames (a new array).
     """
+    if p.shift != (0.0, 0.0):
+        clip = shift_clip(clip, p.shift)
     x = to_tensor(clip)
     if p.flip:
         x = F.horizontal_flip(x)
@@ -176,6 +185,15 @@ def apply_params(clip: np.ndarray, p: ClipParams) -> np.ndarray:
     return out
 
 
+def shift_clip(clip: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
+    """Translate every ``(H, W, 3)`` frame of a ``(T, H, W, 3) uint8`` clip by ``shift``
+    (fractions of W and H), mirroring at the edges: ``(T, H, W, 3) uint8``."""
+    h, w = clip.shape[1:3]
+    m = np.float32([[1, 0, shift[0] * w], [0, 1, shift[1] * h]])
+    return np.stack([cv2.warpAffine(f, m, (w, h), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REFLECT101) for f in clip])
+
+
 def augment_clip(clip: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig = AugmentConfig()
                  ) -> tuple[np.ndarray, ClipParams]:
     """Draw parameters once and apply them to every frame: ``(T, H, W, 3) -> (T, H, W, 3)``."""
@@ -188,7 +206,7 @@ def transform_keypoints(keypoints: np.ndarray, p: ClipParams, size: tuple[int, i
 
     Args:
         keypoints: ``(N, 6, 2) float32`` (x, y) in crop pixels (continuous: pixel i spans [i, i+1)).
-        p: The clip's parameters (only flip and rotation move points).
+        p: The clip's parameters (only shift, flip and rotation move points).
         size: The frames' ``(H, W)``.
 
     Returns:
@@ -196,6 +214,7 @@ def transform_keypoints(keypoints: np.ndarray, p: ClipParams, size: tuple[int, i
         each keeps its anatomical meaning. NaN points stay NaN.
     """
     kp = torch.as_tensor(np.asarray(keypoints, np.float32)).clone() - 0.5  # torchvision: pixel centres
+    kp = kp + torch.tensor([p.shift[0] * size[1], p.shift[1] * size[0]])
     if p.flip:
         kp = F.horizontal_flip_keypoints(kp, canvas_size=size)[:, list(KEYPOINT_SWAP)]
     if p.angle:

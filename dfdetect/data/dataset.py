@@ -70,7 +70,8 @@ class FrameSequenceDataset(Dataset):
             default random offset and stride (``cfg.train_stride``) when ``train``, else uniform.
 
     Rows whose status is not "ok" or without a REAL/FAKE label are left out (counts logged).
-    Items: ``frames (T, 3, S, S) float32``, ``label`` int64 scalar tensor (1 = FAKE; a
+    Items: ``frames (T, 3, S, S) float32`` (T = ``cfg.train_frames`` for training items when it
+    is set, else ``cfg.frames``), ``label`` int64 scalar tensor (1 = FAKE; a
     self-blended clip is FAKE), ``video_id`` str.
     """
 
@@ -154,7 +155,8 @@ class FrameSequenceDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         cfg, rng = self.cfg, self._rng
-        idx = self.sampler(int(self.lengths[i]), cfg.frames, rng)
+        length = (cfg.train_frames or cfg.frames) if self.train else cfg.frames
+        idx = self.sampler(int(self.lengths[i]), length, rng)
         frames, label = self._frames(i, idx), int(self.labels[i])
         if self.train and cfg.self_blend_prob > 0 and label == REAL and rng.random() < cfg.self_blend_prob:
             frames, _, _ = self_blend(frames, self._landmarks(i, idx), rng,

@@ -12,7 +12,35 @@ from dfdetect.media.files import mp_context
 
 log = logging.getLogger(__name__)
 
-BALANCE = ("sampler", "loss", "none")
+BALANCE = ("sampler", "batch", "loss", "none")
+
+
+class BalancedBatchSampler(torch.utils.data.Sampler[int]):
+    """Indices alternating REAL and FAKE (drawn with replacement, each class in a random order),
+    so every batch of an even size is exactly half FAKE: small batches then never miss a class.
+
+    Args:
+        labels: ``(N,)`` 0/1 of the dataset's items; both classes must be present.
+        num_samples: Indices per pass (an epoch).
+        generator: Seeded torch generator.
+    """
+
+    def __init__(self, labels: np.ndarray, num_samples: int, generator: torch.Generator):
+        labels = np.asarray(labels)
+        self.pools = [np.flatnonzero(labels == c) for c in (0, 1)]
+        if any(len(p) == 0 for p in self.pools):
+            raise ValueError("balance='batch' needs REAL and FAKE training clips; add the missing "
+                             "class or use balance='none' with self-blending")
+        self.num_samples, self.generator = int(num_samples), generator
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        first = int(torch.randint(2, (1,), generator=self.generator))
+        for i in range(self.num_samples):
+            pool = self.pools[(first + i) % 2]
+            yield int(pool[int(torch.randint(len(pool), (1,), generator=self.generator))])
 
 
 def seed_worker(worker_id: int) -> None:
@@ -35,7 +63,8 @@ def _labels_of(dataset: Dataset) -> np.ndarray:
 
 
 def make_loader(dataset: Dataset, batch_size: int, train: bool, workers: int = 0,
-                balance: str = "sampler", distributed: bool = False, seed: int = 0) -> DataLoader:
+                balance: str = "sampler", distributed: bool = False, seed: int = 0,
+                num_samples: int = 0) -> DataLoader:
     """A DataLoader over clips.
 
     Args:
@@ -45,11 +74,15 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, workers: int = 0
         workers: Worker processes (0 = in this process).
         balance: With ``train``: "sampler" draws clips with weights 1 / (count of their class
             in the manifest), so batches are balanced on average (on-the-fly self-blending then
-            adds FAKEs on top); "loss" or "none" shuffle (use :func:`pos_weight` with "loss").
+            adds FAKEs on top); "batch" alternates the classes (:class:`BalancedBatchSampler`:
+            every batch exactly balanced); "loss" or "none" shuffle (use :func:`pos_weight`
+            with "loss").
         distributed: Use a DistributedSampler (call ``loader.sampler.set_epoch(epoch)``); class
             balance then has to come from the loss.
         seed: Seed of the shuffling/sampling and of the dataset's clip randomness; pass a
             different one per epoch (e.g. ``seed + epoch``) for different clips every epoch.
+        num_samples: With ``train`` (not distributed): clips per epoch drawn with replacement
+            (``TrainConfig.steps_per_epoch * batch_size``); 0 = one pass over the dataset.
 
     Returns:
         The loader; each worker reseeds its dataset copy, so random clip offsets differ across
@@ -65,12 +98,18 @@ def make_loader(dataset: Dataset, batch_size: int, train: bool, workers: int = 0
         sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=False)
         if train and balance == "sampler":
             log.info("distributed loading: balance classes with the loss (pos_weight), not a sampler")
+    elif train and balance == "batch" and len(dataset):
+        sampler = BalancedBatchSampler(_labels_of(dataset), num_samples or len(dataset), generator)
     elif train and balance == "sampler" and len(dataset):
         labels = _labels_of(dataset)
         counts = np.bincount(labels, minlength=2).astype(np.float64)
         weights = 1.0 / counts[labels]
-        sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(labels),
-                                        replacement=True, generator=generator)
+        sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double),
+                                        num_samples or len(labels), replacement=True,
+                                        generator=generator)
+    elif train and num_samples and len(dataset):
+        sampler = torch.utils.data.RandomSampler(dataset, replacement=True,
+                                                 num_samples=num_samples, generator=generator)
     else:
         shuffle = train
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,

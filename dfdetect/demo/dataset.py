@@ -1,11 +1,13 @@
 """The offline demo data set: small labelled REAL and FAKE videos made from the shipped real faces.
 
-REAL clips are segments of the real talking-head video and the still portraits filmed by a
-smooth virtual camera (pan, zoom, roll, lighting; :mod:`dfdetect.demo.synth`). FAKE clips are made
+REAL clips are segments of real video (a talking head; Intel's sample videos of five signers
+and two people turning their heads, CC BY 4.0) and still portraits filmed by a smooth virtual
+camera (pan, zoom, roll, lighting; :mod:`dfdetect.demo.synth`): 13 people in all. FAKE clips are made
 from REAL clips by the two manipulations of :mod:`dfdetect.demo.fakes`: a face swap (another
 person's face, colour-matched and blended) and a mouth reenactment (lip-sync-like warp). The
 ``group`` of a clip is the person its REAL footage shows, so a group-aware split never puts a
-fake in another split than the clip it was made from (obama.jpg and obama2.jpg are one group).
+fake in another split than the clip it was made from (obama.jpg and obama2.jpg are one group,
+and so are all the clips of one signer). :mod:`dfdetect.demo.folds` splits by these people.
 
 The set shows that the pipeline works end to end; it is far too small and its fakes far too
 simple to say anything about accuracy on real deepfakes. Nothing is copied or downloaded:
@@ -42,18 +44,46 @@ log = logging.getLogger(__name__)
 
 SAMPLE_DIR = Path(str(importlib.resources.files("dfdetect.demo") / "sample"))  # package data
 REAL_VIDEO = "WolfgangLanger_Pexels.mp4"
-IDENTITIES = {  # sample file -> the person it shows (the group of every clip made from it)
+HEAD_POSE_PAIR = "head-pose-face-detection-female-and-male.gif"  # two people side by side
+ASL_SIGNERS = {  # Intel's ASL clips by signer (read by eye, one frame each; see FACES_LICENCES.md)
+    "signer_a": ("again", "brother", "help", "no", "student", "yes"),
+    "signer_b": ("bird", "milk", "please", "sorry", "thanks"),
+    "signer_c": ("book", "learn", "school", "walk"),
+    "signer_d": ("eat", "night", "sister"),
+    "signer_e": ("hungry", "want"),
+}
+IDENTITIES = {  # source -> the person it shows (the group of every clip made from it)
     REAL_VIDEO: "pexels_woman", "astronaut.png": "collins", "grace_hopper.jpg": "hopper",
     "obama.jpg": "obama", "obama2.jpg": "obama", "biden.jpg": "biden", "camera.png": "cameraman",
+    "head-pose-face-detection-female.gif": "headpose_woman",
+    "head-pose-face-detection-male.gif": "headpose_man",
+    f"{HEAD_POSE_PAIR}#left": "headpose_woman", f"{HEAD_POSE_PAIR}#right": "headpose_man",
+    **{f"asl_{word}.mkv": signer for signer, words in ASL_SIGNERS.items() for word in words},
 }
 PORTRAITS = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "obama2.jpg", "biden.jpg",
              "camera.png")
-DONORS = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "biden.jpg", REAL_VIDEO)  # frontal
+# real video other than REAL_VIDEO: "FILE" (its largest face) or "FILE#left" / "FILE#right"
+# (the leftmost / rightmost face of a two-person video)
+VIDEOS = (*sorted(k for k in IDENTITIES if k.startswith("asl_")),
+          "head-pose-face-detection-female.gif", "head-pose-face-detection-male.gif",
+          f"{HEAD_POSE_PAIR}#left", f"{HEAD_POSE_PAIR}#right")
+DONORS = ("astronaut.png", "grace_hopper.jpg", "obama.jpg", "biden.jpg", REAL_VIDEO,
+          "asl_again.mkv", "asl_bird.mkv", "asl_book.mkv", "asl_eat.mkv", "asl_hungry.mkv",
+          "head-pose-face-detection-female.gif", "head-pose-face-detection-male.gif")  # frontal
 PROFILE = ("camera.png",)  # turned heads: a frontal face swapped onto them is implausible
 NONE = "none"  # the manipulation of REAL clips
 LABELS_NAME = "labels.csv"
 SETTINGS_NAME = "demo.json"
-VERSION = 1  # bump when the clips this module makes change, so old folders are not mixed in
+VERSION = 2  # bump when the clips this module makes change, so old folders are not mixed in
+
+
+def source_file(source: str) -> str:
+    """The sample file of a source key (``"FILE#left"`` -> ``"FILE"``)."""
+    return source.split("#", 1)[0]
+
+
+def _face_side(source: str) -> str:
+    return source.split("#", 1)[1] if "#" in source else "largest"
 
 
 class DemoDataError(RuntimeError):
@@ -64,10 +94,12 @@ class DemoDataError(RuntimeError):
 class DemoSpec:
     """What the demo data set contains."""
 
-    frames: int = 48  # frames per clip
+    frames: int = 32  # frames per clip (shorter sources give shorter clips)
     size: tuple[int, int] = (320, 320)  # clip (width, height), even numbers (H.264)
     fps: float = 24.0  # frame rate of every clip
-    video_segments: int = 4  # REAL clips cut from the real video (evenly spaced)
+    video_segments: int = 4  # REAL clips cut from the talking-head video (evenly spaced)
+    videos: tuple[str, ...] = VIDEOS  # other real videos (keys of VIDEOS) cut into REAL clips
+    video_max_segments: int = 2  # REAL clips per other video, at most (non-overlapping)
     portraits: tuple[str, ...] = PORTRAITS  # photos animated into REAL clips
     portrait_clips: int = 2  # REAL clips per photo, each with its own camera path
     face_fraction: float = 0.4  # face box side / clip side when filming a photo
@@ -118,7 +150,8 @@ def plan_demo(spec: DemoSpec = DemoSpec()) -> list[ClipPlan]:
     """List the clips of the demo set (no I/O; the same for every seed).
 
     Every real-video segment gets one fake of each kind (its real motion suits both); the
-    clips of a photo alternate swap and reenact (turned heads are only reenacted).
+    clips of a photo alternate swap and reenact (turned heads are only reenacted). The number
+    of segments of the other videos comes from their length (:data:`VIDEO_FRAMES`).
 
     Returns:
         REAL clips, each followed by the FAKE clips made from it.
@@ -126,11 +159,21 @@ def plan_demo(spec: DemoSpec = DemoSpec()) -> list[ClipPlan]:
     unknown = sorted(set(spec.portraits) - set(PORTRAITS))
     if unknown:
         raise DemoDataError(f"unknown portrait(s) {unknown}; choose from {list(PORTRAITS)}")
+    unknown = sorted(set(spec.videos) - set(VIDEOS))
+    if unknown:
+        raise DemoDataError(f"unknown video(s) {unknown}; choose from {list(VIDEOS)}")
     plans: list[ClipPlan] = []
     for i in range(spec.video_segments):
         real = ClipPlan(f"real_video_s{i}", int_to_label(REAL), IDENTITIES[REAL_VIDEO], NONE,
                         REAL_VIDEO, i)
         plans += [real, *(_fake(real, kind) for kind in fakes.MANIPULATIONS)]
+    for source in spec.videos:
+        stem = Path(source_file(source)).stem.removeprefix("head-pose-face-detection-")
+        stem += f"_{_face_side(source)}" if "#" in source else ""
+        for i in range(video_segments(source, spec)):
+            real = ClipPlan(f"real_{stem}_s{i}", int_to_label(REAL), IDENTITIES[source], NONE,
+                            source, i)
+            plans += [real, *(_fake(real, kind) for kind in fakes.MANIPULATIONS)]
     for photo in spec.portraits:
         stem = Path(photo).stem
         for k in range(spec.portrait_clips):
@@ -139,6 +182,25 @@ def plan_demo(spec: DemoSpec = DemoSpec()) -> list[ClipPlan]:
             kind = fakes.REENACT if photo in PROFILE else fakes.MANIPULATIONS[k % 2]
             plans += [real, _fake(real, kind)]
     return plans
+
+
+VIDEO_FRAMES = {  # frames of the shipped videos (plan_demo needs no I/O); checked by a test
+    "asl_again.mkv": 77, "asl_bird.mkv": 63, "asl_book.mkv": 109, "asl_brother.mkv": 65,
+    "asl_eat.mkv": 47, "asl_help.mkv": 58, "asl_hungry.mkv": 49, "asl_learn.mkv": 61,
+    "asl_milk.mkv": 51, "asl_night.mkv": 68, "asl_no.mkv": 66, "asl_please.mkv": 73,
+    "asl_school.mkv": 72, "asl_sister.mkv": 87, "asl_sorry.mkv": 73, "asl_student.mkv": 52,
+    "asl_thanks.mkv": 51, "asl_walk.mkv": 89, "asl_want.mkv": 47, "asl_yes.mkv": 65,
+    "head-pose-face-detection-female.gif": 23, "head-pose-face-detection-male.gif": 62,
+    HEAD_POSE_PAIR: 56,
+}
+
+
+def video_segments(source: str, spec: DemoSpec) -> int:
+    """REAL clips cut from a source of :data:`VIDEOS`: as many non-overlapping clips of
+    ``spec.frames`` as fit, 1 to ``spec.video_max_segments`` (a shorter video gives one
+    shorter clip)."""
+    frames = VIDEO_FRAMES[source_file(source)]
+    return int(min(max(frames // spec.frames, 1), spec.video_max_segments))
 
 
 def _fake(real: ClipPlan, kind: str) -> ClipPlan:
@@ -190,7 +252,7 @@ class _Sources:
     def __init__(self, sample_dir: Path, spec: DemoSpec, cropper: Any):
         self.dir, self.spec, self.cropper = sample_dir, spec, cropper
         self._photos: dict[str, tuple[np.ndarray, np.ndarray, Any]] = {}
-        self._video_face: tuple[np.ndarray, np.ndarray] | None = None
+        self._donors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def photo(self, name: str) -> tuple[np.ndarray, np.ndarray, Any]:
         """``(image (H, W, 3), keypoints (6, 2), box)`` of a sample photo."""
@@ -204,18 +266,18 @@ class _Sources:
         return self._photos[name]
 
     def donor(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(image, keypoints (6, 2))`` of a face to swap in (the video's middle frame for it)."""
-        if name != REAL_VIDEO:
+        """``(image, keypoints (6, 2))`` of a face to swap in (a video's middle frame for it)."""
+        if name in PORTRAITS:
             return self.photo(name)[:2]
-        if self._video_face is None:
-            path = self.dir / REAL_VIDEO
+        if name not in self._donors:
+            path = self.dir / source_file(name)
             middle = video.probe(path).frames // 2
             frame = next(f for i, f in video.iter_frames(path) if i >= middle)
-            boxes = self.cropper.detect(frame)
-            if not boxes:
+            box = _pick(self.cropper.detect(frame), _face_side(name))
+            if box is None:
                 raise DemoDataError(f"{path}: no face in its middle frame; is dfdetect/demo/sample intact?")
-            self._video_face = (frame, boxes[0].keypoints.astype(np.float64))
-        return self._video_face
+            self._donors[name] = (frame, box.keypoints.astype(np.float64))
+        return self._donors[name]
 
     def film_photo(self, plan: ClipPlan, rng: np.random.Generator) -> np.ndarray:
         """Film a photo with a camera path drawn from ``rng``: ``(T, H, W, 3) uint8``."""
@@ -236,31 +298,48 @@ class _Sources:
         ts = np.linspace(0, 1, spec.frames, endpoint=False)
         return np.stack([synth.camera_frame(image, t, spec.size, path, centre, scale) for t in ts])
 
-    def video_segment(self, index: int) -> np.ndarray:
-        """Segment ``index`` of the real video, scaled to the clip height and cropped around the
-        face: ``(T, H, W, 3) uint8``."""
-        path, spec = self.dir / REAL_VIDEO, self.spec
+    def video_segment(self, source: str, index: int, segments: int) -> np.ndarray:
+        """Segment ``index`` of ``segments`` (evenly spaced) of a real video, scaled and cropped
+        around its face: ``(T, H, W, 3) uint8`` (T = ``spec.frames``, or all the frames of a
+        shorter video)."""
+        path, spec = self.dir / source_file(source), self.spec
         total = video.probe(path).frames
-        if total < spec.frames:
+        if source == REAL_VIDEO and total < spec.frames:
             raise DemoDataError(f"{path}: {total} frames, fewer than the {spec.frames} asked for")
-        starts = np.linspace(0, total - spec.frames, max(spec.video_segments, 1)).round()
+        length = min(spec.frames, total)
+        starts = np.linspace(0, total - length, max(segments, 1)).round()
         start = int(starts[index])
-        # stream from the start (no seeking): the file is short and decoding it is cheap
-        raw = [f for i, f in video.iter_frames(path, max_frames=start + spec.frames) if i >= start]
-        return self._crop_to_face(np.stack(raw[:spec.frames]))
+        # stream from the start (no seeking): the files are short and decoding them is cheap
+        raw = [f for i, f in video.iter_frames(path, max_frames=start + length) if i >= start]
+        return self._crop_to_face(np.stack(raw[:length]), _face_side(source))
 
-    def _crop_to_face(self, frames: np.ndarray) -> np.ndarray:
+    def _crop_to_face(self, frames: np.ndarray, side: str = "largest") -> np.ndarray:
+        """Scale so the face is about ``face_fraction`` of the clip (never enlarging beyond the
+        source's resolution unless the frame must cover the clip) and crop around it."""
         width, height = self.spec.size
         h, w = frames.shape[1:3]
-        scale = max(height / h, width / w)
+        cover = max(height / h, width / w)
+        first = _pick(self.cropper.detect(frames[0]), side)
+        face = max(first.width, first.height) if first is not None else min(h, w) / 3
+        scale = max(cover, min(1.0, self.spec.face_fraction * min(width, height) / face))
         size = (max(int(np.ceil(w * scale)), width), max(int(np.ceil(h * scale)), height))
         resized = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
-        boxes = self.cropper.detect(resized[0])
-        cx = max(boxes, key=lambda b: b.area).center[0] if boxes else size[0] / 2
-        cy = max(boxes, key=lambda b: b.area).center[1] if boxes else size[1] / 2
+        box = _pick(self.cropper.detect(resized[0]), side)
+        cx, cy = box.center if box is not None else (size[0] / 2, size[1] / 2)
         x0 = int(np.clip(cx - width / 2, 0, size[0] - width))
         y0 = int(np.clip(cy - height / 2, 0, size[1] - height))
         return np.ascontiguousarray(resized[:, y0:y0 + height, x0:x0 + width])
+
+
+def _pick(boxes: list, side: str) -> Any:
+    """The face a source means: the largest, or the leftmost / rightmost (None if no face)."""
+    if not boxes:
+        return None
+    if side == "left":
+        return min(boxes, key=lambda b: b.center[0])
+    if side == "right":
+        return max(boxes, key=lambda b: b.center[0])
+    return max(boxes, key=lambda b: b.area)
 
 
 # --------------------------------------------------------------------------- building
@@ -276,8 +355,10 @@ def choose_donor(plan: ClipPlan, seed: int) -> str:
 
 def _render_real(plan: ClipPlan, sources: _Sources, seed: int) -> np.ndarray:
     if plan.source == REAL_VIDEO:
-        return sources.video_segment(plan.index)
-    return sources.film_photo(plan, clip_rng(seed, plan.name))
+        return sources.video_segment(REAL_VIDEO, plan.index, sources.spec.video_segments)
+    if plan.source in PORTRAITS:
+        return sources.film_photo(plan, clip_rng(seed, plan.name))
+    return sources.video_segment(plan.source, plan.index, video_segments(plan.source, sources.spec))
 
 
 def _render_fake(plan: ClipPlan, real: np.ndarray, keypoints: np.ndarray, sources: _Sources,
@@ -334,7 +415,7 @@ def _check_inputs(spec: DemoSpec, sample: Path) -> Path:
     if spec.size[0] % 2 or spec.size[1] % 2 or spec.frames < 1:
         raise DemoDataError(f"size must be even (H.264) and frames >= 1, got size {spec.size}, "
                             f"frames {spec.frames}")
-    needed = {REAL_VIDEO, *spec.portraits, *DONORS}
+    needed = {REAL_VIDEO, *spec.portraits, *map(source_file, (*spec.videos, *DONORS))}
     missing = sorted(n for n in needed if not (sample / n).is_file())
     if missing:
         raise DemoDataError(f"{sample}: missing {missing}; run from a clone of the repository "

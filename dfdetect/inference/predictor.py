@@ -21,7 +21,9 @@ How a video is read (the rules the result refers to):
   was *detected* are used (no box interpolated over the seconds between samples). A clip window
   with fewer than T such frames repeats them in order, as the Dataset does for short videos.
 * **Several people.** Every track with at least ``min_track_frames`` detections is scored
-  (clip scores aggregated by the ``aggregate`` rule, mean of P(fake) by default). The video is
+  (its frame scores for a frame-level model, else its clip scores, aggregated by the
+  ``aggregate`` rule of :mod:`dfdetect.data.aggregation`; the checkpoint's
+  ``DataConfig.aggregate``, mean of P(fake), by default). The video is
   **FAKE if any track is**: its score is the highest track score and ``track`` names that
   track. Tracks are never joined across long gaps, so one person may yield two tracks.
 * **No face** (no track long enough): label ``NO_FACE``, score None and a message, never a
@@ -31,7 +33,12 @@ Per-frame scores are the model's own decomposition of its logit: the LSTM output
 ``t`` through the linear head, ``sigmoid(head(h_t) / temperature)``. With the default
 ``pooling="mean"`` the clip logit is exactly the mean of these frame logits; with
 ``pooling="last"`` they are the running score after frames ``1..t`` (with a bidirectional LSTM
-they also see later frames). No extra forward pass.
+they also see later frames). No extra forward pass. Frame-level models
+(``temporal="none"``) score each frame on its own and the clip logit is their mean.
+
+**Test-time flip** (``tta_flip=True``): every clip is also scored mirrored left-right and
+the two logits are averaged (frame by frame): about twice the model time
+(``bench/tta_cost.py`` measures it).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +56,7 @@ import torch
 from torch import nn
 
 from dfdetect.config import RunConfig, replace
+from dfdetect.data.aggregation import AGGREGATES, aggregate
 from dfdetect.data.preprocess import preprocess_clip
 from dfdetect.data.sampling import UniformClipSampler, clip_windows
 from dfdetect.extraction.faces import FaceCropper
@@ -69,11 +77,6 @@ MAX_CLIPS = 4  # default cap on clips per track (memory and time grow linearly w
 CLIP_SPAN = 15  # default: one clip per CLIP_SPAN * T frames of video
 BATCH_CLIPS = 8  # clips per forward pass
 
-AGGREGATES: dict[str, Callable[[np.ndarray], float]] = {
-    "mean": lambda s: float(np.mean(s)),  # mean of P(fake) over clips (default)
-    "median": lambda s: float(np.median(s)),
-    "max": lambda s: float(np.max(s)),  # most suspicious clip: higher recall, more false alarms
-}
 
 
 @dataclass(frozen=True)
@@ -323,8 +326,9 @@ class Predictor:
 
     def predict(
         self, video: str | Path, *, threshold: float = 0.5, clips: int | None = None,
-        max_clips: int = MAX_CLIPS, aggregate: str = "mean", min_track_frames: int | None = None,
-        heatmaps: bool = False, name: str | None = None,
+        max_clips: int = MAX_CLIPS, aggregate: str | None = None,
+        min_track_frames: int | None = None, heatmaps: bool = False, name: str | None = None,
+        tta_flip: bool = False,
     ) -> VideoPrediction:
         """Score one video (see the module docstring for the rules).
 
@@ -333,15 +337,19 @@ class Predictor:
             threshold: FAKE when P(fake) >= threshold.
             clips: Clips per face track; None = by length (1 per 15*T frames, <= ``max_clips``).
             max_clips: Cap of the automatic clip count.
-            aggregate: Clip aggregation rule, a key of :data:`AGGREGATES` ("mean", "median", "max").
+            aggregate: Video aggregation rule, a key of
+                :data:`dfdetect.data.aggregation.AGGREGATES`; None = the checkpoint's
+                ``DataConfig.aggregate``.
             min_track_frames: Detections a track needs to be scored; default ``max(2, T // 4)``.
             heatmaps: Also compute Grad-CAM of the deciding track (``result.heatmap``).
             name: ``file`` of the result (default ``str(video)``).
+            tta_flip: Also score every clip mirrored and average the logits (~2x model time).
 
         Returns:
             A :class:`VideoPrediction`; unreadable files give label ERROR, videos without a
             usable face NO_FACE (neither raises).
         """
+        aggregate = aggregate or self.cfg.data.aggregate
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate={aggregate!r}: use one of {sorted(AGGREGATES)}")
         if not 0.0 <= threshold <= 1.0:
@@ -361,7 +369,7 @@ class Predictor:
         else:
             res.frames_read, res.video_frames = sample.frames_read, sample.video_frames
             res.faces, res.timings = len(sample.tracks), sample.timings
-            self._score(res, sample, min_track_frames, heatmaps)
+            self._score(res, sample, min_track_frames, heatmaps, tta_flip)
             if sample.frames_read < sample.frames_wanted:
                 _note(res, f"only {sample.frames_read} of {sample.frames_wanted} sampled frames "
                       f"could be decoded: the file ends after frame {sample.last_read} of the "
@@ -425,17 +433,15 @@ class Predictor:
                    for i in range(0, len(sel), clip_len)]
         return _Candidate(track, index[sel], faces, torch.stack(tensors))
 
-    def _forward(self, clips: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """``(N, T, 3, s, s) -> (P(fake) (N,), per-frame P(fake) (N, T))`` in one pass per batch."""
-        with torch.inference_mode():
-            pairs = [self.model.frame_logits(c.to(self.device)) for c in clips.split(BATCH_CLIPS)]
-        logits = torch.cat([p[0].float().reshape(-1) for p in pairs])
-        frame = torch.cat([p[1].float() for p in pairs])
+    def _forward(self, clips: torch.Tensor, tta_flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, T, 3, s, s) -> (P(fake) (N,), per-frame P(fake) (N, T))`` in one pass per batch
+        (two with ``tta_flip``: the mirrored clips' logits are averaged in)."""
+        logits, frame = forward_logits(self.model, clips, self.device, tta_flip)
         t = self.temperature
         return (torch.sigmoid(logits / t).cpu().numpy(), torch.sigmoid(frame / t).cpu().numpy())
 
     def _score(self, res: VideoPrediction, sample: _Sample, min_track_frames: int | None,
-               heatmaps: bool) -> None:
+               heatmaps: bool, tta_flip: bool = False) -> None:
         """Score every long-enough track; fill ``res`` from the highest-scoring one."""
         clip_len = self.cfg.data.frames
         min_frames = min_track_frames or max(2, clip_len // 4)
@@ -453,16 +459,17 @@ class Predictor:
             if hint:
                 res.message += f"; {hint}"
             return
-        scores, frame_scores = self._forward(torch.cat([c.clips for c in cands]))
+        scores, frame_scores = self._forward(torch.cat([c.clips for c in cands]), tta_flip)
         res.timings["model"] = time.perf_counter() - t1
         if not np.isfinite(scores).all():
             res.label, res.message = ERROR, NOT_FINITE
             return
-        agg, start = AGGREGATES[res.aggregate], 0
+        start, per_frame = 0, getattr(self.model, "lstm", True) is None
         for c in cands:
             n = len(c.clips)
+            votes = frame_scores[start:start + n] if per_frame else scores[start:start + n]
             res.tracks.append(TrackScore(
-                track=int(c.track.track_id), score=agg(scores[start:start + n]),
+                track=int(c.track.track_id), score=aggregate(votes, res.aggregate),
                 clip_scores=scores[start:start + n].tolist(), frame_indices=c.frame_indices.tolist(),
                 frame_scores=frame_scores[start:start + n].reshape(-1).tolist(),
                 detections=int(c.track.detected)).__dict__)
@@ -489,6 +496,32 @@ class Predictor:
         return Heatmap(faces=cand.faces, cams=cam.cams.reshape(-1, size, size),
                        frame_indices=cand.frame_indices, clip_scores=top["clip_scores"],
                        frame_scores=np.asarray(top["frame_scores"], dtype=np.float32))
+
+
+@torch.inference_mode()
+def forward_logits(model: nn.Module, clips: torch.Tensor, device: torch.device,
+                   tta_flip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clip and frame logits of preprocessed clips, ``BATCH_CLIPS`` at a time.
+
+    Args:
+        model: A DeepfakeDetector (``frame_logits``), in eval mode.
+        clips: ``(N, T, 3, s, s)`` normalised frames.
+        device: The model's device.
+        tta_flip: Average in the logits of the clips mirrored left-right.
+
+    Returns:
+        ``(clip logits (N,), frame logits (N, T))``, float32 on the CPU.
+    """
+    clip_out, frame_out = [], []
+    for c in clips.split(BATCH_CLIPS):
+        c = c.to(device)
+        clip, frame = model.frame_logits(c)
+        if tta_flip:
+            clip_f, frame_f = model.frame_logits(c.flip(-1))
+            clip, frame = (clip + clip_f) / 2, (frame + frame_f) / 2
+        clip_out.append(clip.float().reshape(-1).cpu())
+        frame_out.append(frame.float().cpu())
+    return torch.cat(clip_out), torch.cat(frame_out)
 
 
 def _more_sampling_hint(most: int, sample: _Sample, min_frames: int, clip_len: int) -> str:
@@ -526,8 +559,9 @@ def resolve_predictor(model_or_checkpoint: Any, run_cfg: RunConfig | None,
 
 def predict(
     video: str | Path, model_or_checkpoint: Any, *, threshold: float = 0.5,
-    clips: int | None = None, aggregate: str = "mean", heatmaps: bool = False,
+    clips: int | None = None, aggregate: str | None = None, heatmaps: bool = False,
     device: str | torch.device | None = None, run_cfg: RunConfig | None = None,
+    tta_flip: bool = False,
 ) -> VideoPrediction:
     """Score one raw video with a trained model: ``video -> VideoPrediction``.
 
@@ -537,10 +571,12 @@ def predict(
             :class:`Predictor` (reuse it for many videos), or ``(model, run_cfg)``.
         threshold: FAKE when P(fake) >= threshold.
         clips: Clips per face track; None = by the video's length.
-        aggregate: "mean" (of P(fake) over clips, default), "median" or "max".
+        aggregate: A rule of :mod:`dfdetect.data.aggregation` ("mean", "logit_mean", "median",
+            "max", "confident"); None = the checkpoint's (mean of P(fake) by default).
         heatmaps: Compute Grad-CAM of the deciding track (``result.heatmap.figure()``).
         device: For a path: where to load the model (default CUDA if available).
         run_cfg: With a bare model: the config it was trained with.
+        tta_flip: Also score the mirrored clips and average the logits (~2x model time).
 
     Returns:
         :class:`VideoPrediction` (ERROR / NO_FACE are results, not exceptions).
@@ -548,7 +584,7 @@ def predict(
     predictor, owned = resolve_predictor(model_or_checkpoint, run_cfg, device)
     try:
         return predictor.predict(video, threshold=threshold, clips=clips, aggregate=aggregate,
-                                 heatmaps=heatmaps)
+                                 heatmaps=heatmaps, tta_flip=tta_flip)
     finally:
         if owned:
             predictor.close()

@@ -81,9 +81,10 @@ def train_epoch(
     model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, *, device: torch.device,
     loss_fn: Callable, scheduler: Any = None, scaler: torch.amp.GradScaler | None = None,
     amp_dtype: torch.dtype | None = None, grad_clip: float = 0.0, progress: bool = False,
-    on_step: Callable[[int], None] | None = None,
+    on_step: Callable[[int], None] | None = None, stop: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
-    """Train for one pass over ``loader`` (items as FrameSequenceDataset returns them).
+    """Train for one pass over ``loader`` (items as FrameSequenceDataset returns them), or until
+    ``stop()`` says so after a step (a time budget).
 
     Returns:
         Clip-level ``loss`` (mean), ``accuracy``, ``auc`` and ``n`` over every rank's clips.
@@ -102,6 +103,8 @@ def train_epoch(
             bar.set_postfix(loss=f"{loss.item():.4f}")  # a host sync every 10 steps only
         if on_step is not None:
             on_step(step)
+        if stop is not None and stop():
+            break
     if not labels:
         raise ValueError("the training loader is empty; check the train split of the manifest")
     logits_all, labels_all = _gather(torch.cat(logits)), _gather(torch.cat(labels))
@@ -120,22 +123,36 @@ def collect_predictions(
     """Score every clip of ``loader`` (eval mode), over all ranks under DDP.
 
     With a non-shuffling DistributedSampler, the clips it repeats to even out the ranks are
-    dropped again, so the result is exactly the dataset's clips, in dataset order.
+    dropped again, so the result is exactly the dataset's clips, in dataset order. Frame-level
+    models (no LSTM) also give their ``(N, T)`` frame logits (videos then aggregate frames).
     """
     model.eval()
-    ids, labels, logits = [], [], []
+    per_frame = getattr(model, "lstm", True) is None and hasattr(model, "frame_logits")
+    ids, labels, logits, frames_out = [], [], [], []
     for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
         frames = batch["frames"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits.append(model(frames).float().cpu())
+            if per_frame:
+                clip, frame = model.frame_logits(frames)
+                frames_out.append(frame.float().cpu())
+            else:
+                clip = model(frames)
+            logits.append(clip.float().cpu())
         labels.append(batch["label"].reshape(-1).cpu())
         ids.extend(batch["video_id"])
     logits_t = torch.cat(logits) if logits else torch.zeros(0)
     labels_t = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
+    frame_t = torch.cat(frames_out) if frames_out else None
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        ids, labels_t, logits_t = _gather_ordered(loader, ids, labels_t, logits_t)
+        if frame_t is not None:  # gathered as one (N, 1 + T) tensor: the clip logit first
+            both = torch.cat([logits_t[:, None], frame_t], 1)
+            ids, labels_t, both = _gather_ordered(loader, ids, labels_t, both)
+            logits_t, frame_t = both[:, 0], both[:, 1:]
+        else:
+            ids, labels_t, logits_t = _gather_ordered(loader, ids, labels_t, logits_t)
     return Predictions(np.asarray(ids, dtype=str), labels_t.numpy().astype(np.int64),
-                       logits_t.double().numpy())
+                       logits_t.double().numpy(),
+                       frame_t.double().numpy() if frame_t is not None else None)
 
 
 def _gather_ordered(loader: DataLoader, ids: list, labels: torch.Tensor, logits: torch.Tensor):
@@ -158,16 +175,16 @@ def _gather_ordered(loader: DataLoader, ids: list, labels: torch.Tensor, logits:
 
 
 def evaluate(model: nn.Module, loader: DataLoader, *, device: torch.device,
-         amp_dtype: torch.dtype | None = None, temperature: float = 1.0,
-         progress: bool = False) -> dict:
-    """Evaluate: video-level metrics (mean P(fake) of each ``video_id``'s clips).
+             amp_dtype: torch.dtype | None = None, temperature: float = 1.0,
+             progress: bool = False, rule: str = "mean") -> dict:
+    """Evaluate: video-level metrics (each ``video_id``'s scores aggregated by ``rule``).
 
     Returns:
         :func:`dfdetect.training.metrics.video_metrics`'s dict (accuracy, balanced_accuracy, auc, log_loss,
         balanced_log_loss, confusion_matrix, n, loss; ``clip_*`` when videos have several clips).
     """
     preds = collect_predictions(model, loader, device=device, amp_dtype=amp_dtype, progress=progress)
-    return video_metrics(preds, temperature)
+    return video_metrics(preds, temperature, rule=rule)
 
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -72,7 +73,7 @@ def fit(manifest: str | Path, run_dir: str | Path, run_cfg: RunConfig | None = N
         manifest: ``manifest.csv`` from extraction/augmentation; rows without a split are split
             by group with ``DataConfig`` fractions (:func:`dfdetect.data.dataset.split_manifest`).
         run_dir: Output folder: config.json, splits.csv, history.csv, last.pt, best.pt,
-            metrics.json, PNGs.
+            metrics.json, scores_<split>.csv (per-video P(fake)), PNGs.
         run_cfg: Everything else (default ``RunConfig()``).
         resume: Continue from ``RUN_DIR/last.pt`` (an interrupted epoch restarts from its start).
         device: Default: this rank's GPU under torchrun, else "cuda" if available, else "cpu".
@@ -141,18 +142,25 @@ def fit_datasets(
             if 0 < tc.patience <= run.stale:
                 log.info("early stop: no better validation AUC for %d epochs", run.stale)
                 break
+            if run.clock.over():
+                log.info("time budget of %.0f s spent after %d epochs", tc.time_budget, run.epoch)
+                break
             _seed(tc.seed, epoch, rank)
             run.model.freeze_backbone(epoch < tc.freeze_backbone_epochs)
             net = _wrap(run.model, device, world)  # rewrapped: frozen parameters change per phase
             train_loader = _loader(datasets["train"], run_cfg, train=True, world=world, epoch=epoch)
             hook = (lambda step, e=epoch + 1: on_step(e, step)) if on_step else None
             start = time.perf_counter()
+            run.clock.run()
             train = train_epoch(net, train_loader, run.optimizer, device=device, loss_fn=loss_fn,
                                 scheduler=run.scheduler, scaler=run.scaler, amp_dtype=precision.dtype,
-                                grad_clip=tc.grad_clip, progress=progress and main, on_step=hook)
+                                grad_clip=tc.grad_clip, progress=progress and main, on_step=hook,
+                                stop=_budget_stop(run, world))
+            run.clock.pause()
             if world > 1:
                 _broadcast_buffers(run.model)  # evaluate (on every rank) what rank 0 saves
-            val = evaluate(run.model, loaders["val"], device=device, amp_dtype=precision.dtype)
+            val = evaluate(run.model, loaders["val"], device=device, amp_dtype=precision.dtype,
+                           rule=run_cfg.data.aggregate)
             _end_epoch(run, run_dir, run_cfg, train, val, time.perf_counter() - start, main)
         if world > 1:
             dist.barrier()  # rank 0 has written best.pt
@@ -160,6 +168,20 @@ def fit_datasets(
     finally:
         if owns_group:
             dist.destroy_process_group()
+
+
+def _budget_stop(run: TrainState, world: int) -> Callable[[], bool] | None:
+    """Stop an epoch when the time budget is spent (rank 0 decides for every rank under DDP)."""
+    if run.clock.budget <= 0:
+        return None
+
+    def stop() -> bool:
+        over = torch.tensor([float(run.clock.over())])
+        if world > 1:
+            dist.broadcast(over, src=0)
+        return bool(over.item())
+
+    return stop
 
 
 def _finite_loss(loss_fn: Callable, run: TrainState, tc: Any) -> Callable:
@@ -217,9 +239,10 @@ def _loader(dataset: Dataset, run_cfg: RunConfig, *, train: bool, world: int,
             epoch: int = 0) -> DataLoader:
 
     tc = run_cfg.train
+    samples = tc.steps_per_epoch * tc.batch_size if train and world == 1 else 0
     loader = make_loader(dataset, tc.batch_size, train=train, workers=tc.workers,
                          balance=run_cfg.data.balance if train else "none",
-                         distributed=world > 1, seed=tc.seed + epoch)
+                         distributed=world > 1, seed=tc.seed + epoch, num_samples=samples)
     if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
     return loader
@@ -247,6 +270,7 @@ def _restore(run: TrainState, path: Path, run_cfg: RunConfig) -> None:
     extra = ckpt["extra"]
     run.epoch, run.history = ckpt["epoch"], list(extra["history"])
     run.best, run.best_epoch, run.stale = tuple(extra["best"]), extra["best_epoch"], extra["stale"]
+    run.clock.spent = float(extra.get("train_seconds", 0.0))
     log.info("resumed %s at epoch %d", path, run.epoch)
 
 
@@ -287,7 +311,7 @@ def _end_epoch(run: TrainState, run_dir: Path, run_cfg: RunConfig, train: dict, 
              val["auc"], val["accuracy"], "  *best*" if improved else "")
     atomic_write_text(run_dir / "history.csv", history_frame(run.history).to_csv(index=False))
     extra = {"history": run.history, "best": list(run.best), "best_epoch": run.best_epoch,
-             "stale": run.stale}
+             "stale": run.stale, "train_seconds": run.clock.spent}
     for name in (LAST, BEST) if improved else (LAST,):
         save_checkpoint(run_dir / name, model=run.model, run_cfg=run_cfg, epoch=run.epoch,
                         metrics={"val": val, "train": train}, optimizer=run.optimizer,
@@ -309,8 +333,9 @@ def _final_evaluation(run: TrainState, loaders: Mapping[str, DataLoader], run_di
                    if run_cfg.train.calibrate and "val" in preds else 1.0)
     result: dict[str, Any] = {"best_epoch": best["epoch"], "epochs_run": run.epoch,
                               "temperature": temperature, "val": None, "test": None}
+    rule = run_cfg.data.aggregate
     for split, p in preds.items():
-        result[split] = video_metrics(p, calibrated=temperature)
+        result[split] = video_metrics(p, calibrated=temperature, rule=rule)
     if result["test"] is None:
         log.warning("the test split is empty: metrics.json has validation metrics only")
     result = _json_safe(result)
@@ -318,15 +343,19 @@ def _final_evaluation(run: TrainState, loaders: Mapping[str, DataLoader], run_di
         atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
         update_checkpoint(run_dir / BEST, temperature=temperature)
         split = "test" if "test" in preds else "val"
-        _save_figures(run_dir, run.history, preds[split], temperature, split)
+        _save_figures(run_dir, run.history, preds[split], temperature, split, rule)
+        for name, p in preds.items():  # per-video scores, for pooled curves across runs
+            ids, labels, scores = p.by_video(1.0, rule)
+            table = pd.DataFrame({"video_id": ids, "label": labels, "score": scores})
+            atomic_write_text(run_dir / f"scores_{name}.csv", table.to_csv(index=False))
     return result
 
 
 def _save_figures(run_dir: Path, history: list, preds: Predictions, temperature: float,
-                  split: str) -> None:
+                  split: str, rule: str = "mean") -> None:
 
-    _, labels, scores = preds.by_video()
-    calibrated = preds.by_video(temperature)[2]
+    _, labels, scores = preds.by_video(1.0, rule)
+    calibrated = preds.by_video(temperature, rule)[2]
     matrix = binary_metrics(labels, scores)["confusion_matrix"]
     figures = {
         "curves.png": plots.training_curves(history_frame(history)),

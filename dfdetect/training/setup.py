@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,12 +56,48 @@ def select_precision(device: torch.device | str, amp: str = "auto") -> Precision
 
 
 
-def lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """LR factor per step for LambdaLR: linear warm-up, then cosine decay to 0 at ``total_steps``."""
+class BudgetClock:
+    """Training seconds spent against ``TrainConfig.time_budget`` (evaluation not counted).
+
+    ``run()`` opens a timed stretch (an epoch's training), ``pause()`` closes it; ``spent`` is
+    restored from ``last.pt`` on resume.
+    """
+
+    def __init__(self, budget: float = 0.0, spent: float = 0.0):
+        self.budget, self.spent, self._since = float(budget), float(spent), None
+
+    def run(self) -> None:
+        self._since = time.perf_counter()
+
+    def pause(self) -> None:
+        if self._since is not None:
+            self.spent += time.perf_counter() - self._since
+            self._since = None
+
+    def seconds(self) -> float:
+        """Training seconds so far, the open stretch included."""
+        return self.spent + (time.perf_counter() - self._since if self._since is not None else 0.0)
+
+    def fraction(self) -> float:
+        """Share of the budget used, in ``[0, inf)``; 0 without a budget."""
+        return self.seconds() / self.budget if self.budget > 0 else 0.0
+
+    def over(self) -> bool:
+        """The budget is spent (never without one)."""
+        return self.budget > 0 and self.fraction() >= 1.0
+
+
+def lr_lambda(warmup_steps: int, total_steps: int, clock: BudgetClock | None = None
+              ) -> Callable[[int], float]:
+    """LR factor per step for LambdaLR: linear warm-up, then cosine decay to 0 at ``total_steps``,
+    or earlier when ``clock`` has a time budget: progress is the larger of the step and the
+    time fractions, so a time-limited run still ends its schedule at the end of its time."""
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         done = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if clock is not None and clock.budget > 0:
+            done = max(done, clock.fraction())
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
 
     return factor
@@ -88,15 +125,17 @@ class TrainState:
     best: tuple = (-math.inf, -math.inf)  # (val AUC, -val loss) of the best epoch
     best_epoch: int = 0
     stale: int = 0  # epochs since the best one (early stopping)
+    clock: BudgetClock = field(default_factory=BudgetClock)  # TrainConfig.time_budget
 
 
 def make_loss_fn(balance: str, pos_weight: float, device: torch.device,
                  distributed: bool = False) -> nn.Module:
     """``BCEWithLogitsLoss``, weighted by ``pos_weight`` when classes are balanced by the loss.
 
-    Under DDP there is no weighted sampler, so ``balance="sampler"`` falls back to the loss.
+    Under DDP there is no weighted sampler, so ``balance="sampler"`` / ``"batch"`` fall back to
+    the loss.
     """
-    by_loss = balance == "loss" or (balance == "sampler" and distributed)
+    by_loss = balance == "loss" or (balance in ("sampler", "batch") and distributed)
     return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight if by_loss else 1.0, device=device))
 
 
@@ -130,8 +169,9 @@ def build_training(run_cfg: RunConfig, device: torch.device, precision: Precisio
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(param_groups(model, tc.lr, tc.backbone_lr_scale, tc.weight_decay),
                                   lr=tc.lr)
-    warmup = max(1, round(tc.warmup_epochs * steps_per_epoch))
+    warmup = tc.warmup_steps or max(1, round(tc.warmup_epochs * steps_per_epoch))
+    clock = BudgetClock(tc.time_budget)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(warmup, tc.epochs * steps_per_epoch))
+        optimizer, lr_lambda(warmup, tc.epochs * steps_per_epoch, clock))
     scaler = torch.amp.GradScaler(device.type) if precision.scaler else None
-    return TrainState(model, optimizer, scheduler, scaler)
+    return TrainState(model, optimizer, scheduler, scaler, clock=clock)
