@@ -80,8 +80,7 @@ def main() -> None:
     table = pd.DataFrame([r for r in done if r["budget"] == a.budget])
     cols = ["variant", "seed", "pooled_auc", "fold_auc_mean", "fold_auc_std", "score_std", "ap"]
     print(f"\nleave-people-out video AUC, {a.budget:g} s of training per fold, 4 folds")
-    print(table[cols].round(3).to_markdown(index=False) if hasattr(table, "to_markdown")
-          else table[cols].round(3).to_string(index=False))
+    print(table[cols].round(3).to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -380,3 +380,21 @@ def test_cli_prints_one_json_per_video_and_exit_status(checkpoint, videos, tmp_p
     assert code == 1 and json.loads(capsys.readouterr().out)["label"] == ERROR
     code = main(["predict", str(folder), "--checkpoint", str(checkpoint), "--heatmaps"])
     assert code == 1 and "--out" in capsys.readouterr().err
+
+
+def test_tta_flip_averages_the_mirrored_clip():
+    from dfdetect.config import ModelConfig
+    from dfdetect.inference.predictor import forward_logits
+    from dfdetect.models.detector import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="resnet18", pretrained="none", temporal="none")).eval()
+    x = torch.randn(3, 4, 3, 32, 32)
+    cpu = torch.device("cpu")
+    plain, plain_frames = forward_logits(model, x, cpu)
+    mirrored = forward_logits(model, x.flip(-1), cpu)[0]
+    both, both_frames = forward_logits(model, x, cpu, tta_flip=True)
+    assert not torch.allclose(plain, mirrored)  # the model is not mirror-symmetric ...
+    assert torch.allclose(both, (plain + mirrored) / 2, atol=1e-5)  # ... the flip average is
+    assert torch.allclose(both, forward_logits(model, x.flip(-1), cpu, tta_flip=True)[0], atol=1e-5)
+    assert both_frames.shape == plain_frames.shape == (3, 4)
