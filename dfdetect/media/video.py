@@ -17,6 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 from dfdetect.media.files import atomic_path
@@ -267,8 +268,17 @@ def decode_frames(path: str | Path, indices: Sequence[int] | None = None, max_fr
 
 
 def to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """A decoded frame as an upright RGB ``(H, W, 3) uint8`` array (display rotation applied)."""
-    return upright(frame.to_ndarray(format="rgb24"), rotation_of(frame))
+    """A decoded frame as an upright RGB ``(H, W, 3) uint8`` array (display rotation applied).
+
+    8-bit 4:2:0 video (nearly all H.264) is converted by OpenCV from the planes as decoded (SIMD,
+    about twice as fast as FFmpeg's swscale at 1080p, within ~1 grey level of it); other formats
+    go through swscale.
+    """
+    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+        rgb = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    else:
+        rgb = frame.to_ndarray(format="rgb24")
+    return upright(rgb, rotation_of(frame))
 
 
 def iter_frames(
@@ -340,9 +350,10 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | Path, fps: float, crf: int = 18, preset: str = "veryfast",
-                 deterministic: bool = False):
+                 deterministic: bool = False, threads: int = 0):
         self.path = Path(path)
         self.deterministic = deterministic
+        self.threads = threads  # x264 threads (0 = its default); 1 when other threads do other work
         self.fps = fps
         self.crf = crf
         self.preset = preset
@@ -368,7 +379,13 @@ class VideoWriter:
             self._stream.options = {"crf": str(self.crf), "preset": self.preset}
             if self.deterministic:  # x264's SIMD code gives run-to-run differences at some sizes
                 self._stream.options = {**self._stream.options, "x264-params": "asm=0:threads=1"}
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            elif self.threads:
+                self._stream.options = {**self._stream.options, "threads": str(self.threads)}
+        if self.deterministic or frame.shape[0] % 2 or frame.shape[1] % 2:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        else:  # OpenCV's RGB -> I420 (SIMD) instead of swscale's, on the encoder's thread
+            vf = av.VideoFrame.from_ndarray(cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420),
+                                            format="yuv420p")
         for packet in self._stream.encode(vf):
             self._container.mux(packet)
         self.frames += 1
