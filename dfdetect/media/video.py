@@ -268,17 +268,8 @@ def decode_frames(path: str | Path, indices: Sequence[int] | None = None, max_fr
 
 
 def to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """A decoded frame as an upright RGB ``(H, W, 3) uint8`` array (display rotation applied).
-
-    8-bit 4:2:0 video (nearly all H.264) is converted by OpenCV from the planes as decoded (SIMD,
-    about twice as fast as FFmpeg's swscale at 1080p, within ~1 grey level of it); other formats
-    go through swscale.
-    """
-    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
-        rgb = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
-    else:
-        rgb = frame.to_ndarray(format="rgb24")
-    return upright(rgb, rotation_of(frame))
+    """A decoded frame as an upright RGB ``(H, W, 3) uint8`` array (display rotation applied)."""
+    return upright(frame.to_ndarray(format="rgb24"), rotation_of(frame))
 
 
 def iter_frames(
@@ -381,9 +372,9 @@ class VideoWriter:
                 self._stream.options = {**self._stream.options, "x264-params": "asm=0:threads=1"}
             elif self.threads:
                 self._stream.options = {**self._stream.options, "threads": str(self.threads)}
-        if self.deterministic or frame.shape[0] % 2 or frame.shape[1] % 2:
+        if self.deterministic or not self.threads or frame.shape[0] % 2 or frame.shape[1] % 2:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        else:  # OpenCV's RGB -> I420 (SIMD) instead of swscale's, on the encoder's thread
+        else:  # face videos (threads given): OpenCV's RGB -> I420 (SIMD) instead of swscale's
             vf = av.VideoFrame.from_ndarray(cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420),
                                             format="yuv420p")
         for packet in self._stream.encode(vf):
