@@ -13,6 +13,11 @@ the package (``dfdetect/assets``, Apache-2.0, see its README): nothing is ever d
   the face fills much of the picture); it misses faces that are small in the frame.
 
 Colour order is never guessed: frames are RGB unless ``color="bgr"`` is passed explicitly.
+
+Speed: BlazeFace looks at a 192x192 input whatever the frame size, so with ``FaceConfig.detect_size``
+the detector is given a copy of the frame shrunk to that longest side (:func:`shrink_for_detection`)
+and the boxes are mapped back to frame pixels; copying and resizing a full 1080p frame inside
+MediaPipe is what that saves. Crops are always cut from the full-resolution frame.
 """
 
 from __future__ import annotations
@@ -221,6 +226,20 @@ def to_crop_pixels(points: np.ndarray, region: tuple[int, int, int, int], size: 
     return out.astype(np.float32)
 
 
+def shrink_for_detection(frame: np.ndarray, detect_size: int) -> tuple[np.ndarray, float]:
+    """The copy of ``frame`` the detector sees, and its scale (small pixels per frame pixel).
+
+    ``(H, W, 3) -> (h, w, 3)`` with ``max(h, w) == detect_size`` (bilinear; the frame itself when
+    ``detect_size`` is 0 or not smaller than the frame).
+    """
+    h, w = frame.shape[:2]
+    if not detect_size or max(h, w) <= detect_size:
+        return frame, 1.0
+    scale = detect_size / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR), size[0] / w
+
+
 def check_face_config(cfg: FaceConfig) -> None:
     """Raise ``ValueError`` (saying what to change) for detector/crop settings that cannot work."""
     if cfg.model not in MODEL_FILES:
@@ -291,23 +310,39 @@ class FaceCropper:
             Faces with ``score >= cfg.min_score``, highest score first (empty when none).
         """
         _check_frame(frame, color)
+        small, scale = shrink_for_detection(frame, self.cfg.detect_size)
+        return self.detect_shrunk(small, scale, color)
+
+    def detect_shrunk(self, small: np.ndarray, scale: float, color: str = "rgb") -> list[FaceBox]:
+        """Find the faces in a frame already shrunk by ``scale`` (see :func:`shrink_for_detection`).
+
+        Args:
+            small: ``(h, w, 3) uint8`` shrunk frame.
+            scale: Its pixels per pixel of the full frame (1.0: not shrunk).
+            color: Its channel order, ``"rgb"`` or ``"bgr"``.
+
+        Returns:
+            Faces in **full-frame** pixels, highest score first.
+        """
+        _check_frame(small, color)
         from mediapipe import Image, ImageFormat
 
-        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if color == "bgr" else frame
+        rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB) if color == "bgr" else small
         result = self._detector.detect(Image(image_format=ImageFormat.SRGB,
                                              data=np.ascontiguousarray(rgb)))
-        h, w = frame.shape[:2]
+        h, w = small.shape[:2]
+        up = 1.0 / scale
         boxes = []
         for det in result.detections:
             bb = det.bounding_box
             score = float(det.categories[0].score) if det.categories else 0.0
-            kps = np.array([[k.x * w, k.y * h] for k in det.keypoints or []],
+            kps = np.array([[k.x * w * up, k.y * h * up] for k in det.keypoints or []],
                            dtype=np.float32)
             if kps.shape != (6, 2):
                 kps = np.full((6, 2), np.nan, dtype=np.float32)
-            boxes.append(FaceBox(float(bb.origin_x), float(bb.origin_y),
-                                 float(bb.origin_x + bb.width), float(bb.origin_y + bb.height),
-                                 score, kps))
+            boxes.append(FaceBox(float(bb.origin_x) * up, float(bb.origin_y) * up,
+                                 float(bb.origin_x + bb.width) * up,
+                                 float(bb.origin_y + bb.height) * up, score, kps))
         return sorted(boxes, key=lambda b: -b.score)
 
     def crop_region(self, box: FaceBox | np.ndarray, frame_shape: tuple[int, ...]

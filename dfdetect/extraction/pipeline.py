@@ -50,11 +50,13 @@ from tqdm.auto import tqdm
 from dfdetect.config import ExtractConfig, FaceConfig, to_dict
 from dfdetect.extraction import manifest as mf
 from dfdetect.extraction.faces import (
+    FaceBox,
     FaceCropper,
     check_face_config,
     check_opencv,
     crop_region,
     cut_square,
+    shrink_for_detection,
     to_crop_pixels,
 )
 from dfdetect.extraction.tracking import (
@@ -90,6 +92,7 @@ FAILED = "processing failed"  # error prefix of rows that a rerun retries (not a
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no later video can be written either: stop the batch
 PARENT_POLL = 0.5  # seconds between a worker's checks that the process that started it is alive
 PREFETCH = 3  # frames decoded ahead in a background thread
+ENCODE_AHEAD = 4  # settled frame batches queued for the crop + encode thread
 
 
 class ExtractError(RuntimeError):
@@ -198,12 +201,41 @@ def _prefetch(items: Iterator[Any], depth: int = PREFETCH) -> Iterator[Any]:
         items.close()  # the video file, also when the consumer stops early
 
 
+@dataclass(frozen=True)
+class _Decoded:
+    """One frame as the pipeline passes it on: full resolution for crops, shrunk for detection."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8, upright
+    small: np.ndarray  # (h, w, 3) uint8, what the detector sees (may be ``rgb`` itself)
+    scale: float  # small pixels per frame pixel
+
+
+class _ShrunkDetector:
+    """The tracker's detector for :class:`_Decoded` frames: detects on ``small``, boxes in ``rgb``."""
+
+    def __init__(self, cropper: FaceCropper):
+        self.cropper = cropper
+
+    def detect(self, frame: _Decoded, color: str = "rgb") -> list[FaceBox]:
+        return self.cropper.detect_shrunk(frame.small, frame.scale, color)
+
+
+def _decoded(frames: Iterator[tuple[int, np.ndarray]], detect_size: int
+             ) -> Iterator[tuple[int, _Decoded]]:
+    """Decode and shrink in the same (prefetch) thread, off the detector's."""
+    try:
+        for index, rgb in frames:
+            yield index, _Decoded(rgb, *shrink_for_detection(rgb, detect_size))
+    finally:
+        frames.close()
+
+
 class _TrackWriter:
     """One track's face video (in the staging folder) and the sidecar rows that go with it."""
 
     def __init__(self, path: Path, fps: float, face_cfg: FaceConfig, crf: int):
         self.path, self.cfg, self.rows = path, face_cfg, []
-        self.video = VideoWriter(path, fps=fps, crf=crf)
+        self.video = VideoWriter(path, fps=fps, crf=crf, threads=1)  # the other core detects
 
     def add(self, frame: np.ndarray, frame_index: int, face: TrackedFace) -> None:
         region = crop_region(face.box, frame.shape, self.cfg.margin)
@@ -238,8 +270,13 @@ def _open_frames(path: Path, cfg: ExtractConfig
 def _track_and_write(frames: Iterator[tuple[int, np.ndarray]], fps: float, cropper: FaceCropper,
                      face_cfg: FaceConfig, crf: int, stage: Path
                      ) -> tuple[list[FaceTrack], dict[int, _TrackWriter], np.ndarray]:
-    """One streaming pass: track, crop every track's frames as they settle, write staging videos."""
-    tracker = FaceTracker(cropper, face_cfg)
+    """One streaming pass: track, crop every track's frames as they settle, write staging videos.
+
+    Three stages overlap (PyAV, OpenCV, MediaPipe and x264 release the GIL): a prefetch thread
+    decodes and shrinks frames, this thread detects and tracks, and an encode thread crops the
+    settled frames and writes them, behind a bounded queue (memory stays flat in video length).
+    """
+    tracker = FaceTracker(_ShrunkDetector(cropper), face_cfg)
     writers: dict[int, _TrackWriter] = {}
     read: list[int] = []
     with contextlib.ExitStack() as stack:  # closes every video; a failure removes them all
@@ -251,13 +288,25 @@ def _track_and_write(frames: Iterator[tuple[int, np.ndarray]], fps: float, cropp
                         w = _TrackWriter(stage / f"t{face.track_id}.mp4", fps, face_cfg, crf)
                         stack.enter_context(w.video)
                         writers[face.track_id] = w
-                    writers[face.track_id].add(s.frame, s.frame_index, face)
+                    writers[face.track_id].add(s.frame.rgb, s.frame_index, face)
 
-        for index, frame in _prefetch(frames):
-            read.append(index)
-            tracker.push(index, frame)
-            write(tracker.pop_settled())
-        write(tracker.pop_settled(final=True))
+        pending: deque = deque()
+        with ThreadPoolExecutor(1, thread_name_prefix="dfdetect-encode") as encoder:
+            try:
+                for index, frame in _prefetch(_decoded(frames, face_cfg.detect_size)):
+                    read.append(index)
+                    tracker.push(index, frame)
+                    settled = tracker.pop_settled()
+                    if settled:
+                        pending.append(encoder.submit(write, settled))
+                    while len(pending) > ENCODE_AHEAD:
+                        pending.popleft().result()
+                pending.append(encoder.submit(write, tracker.pop_settled(final=True)))
+                while pending:
+                    pending.popleft().result()
+            finally:
+                for future in pending:  # after a failure: drop what is queued
+                    future.cancel()
     return tracker.tracks(), writers, np.asarray(read, np.int64)
 
 
