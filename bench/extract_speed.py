@@ -10,7 +10,9 @@ shared machine only ever slows a run down; CPU time over all threads is printed 
 * dfdetect extraction ms/frame on every frame (``create_face_videos``: detect, track, crop, write
   the H.264 face video), with ``detect_every=1`` and with the fast setting, and its ratio to decoding;
 * a baseline: OpenCV's Haar cascade (offline, ships with OpenCV) run on every frame;
-* peak RSS of extraction for a 10 s and a 60 s video (it must not grow with length).
+* peak RSS of extraction for a 10 s and a 60 s video (it must not grow with length);
+* a folder of FOLDER_VIDEOS 10 s 1080p videos through ``python -m dfdetect extract`` with 1 and
+  2 workers: videos/s and the speed-up (issue #13's target: >= 1.8x on 2 cores).
 
 Target (issue #13): extraction with default settings <= 1.5x OpenCV's decode-only wall time. Usage: ``python bench/extract_speed.py [--quick]``.
 """
@@ -44,6 +46,7 @@ FACE = SAMPLE / "grace_hopper.jpg"
 FPS = 25
 FAST_EVERY = 5  # detect_every of the fast setting (the default max_gap=5 allows up to 6)
 REPEAT = 2  # timed runs per mode (fastest kept)
+FOLDER_VIDEOS = 4  # DFDC-like videos in the folder run
 HAAR_FRAMES = 40  # the Haar baseline is slow at 1080p: time it on the first frames only
 
 
@@ -166,7 +169,30 @@ def main() -> None:
     short, times = (2, 3) if a.quick else (10, 6)
     for size in ((1280, 720), (1920, 1080)):
         run_size(size, short, times)
+    run_folder(short)
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+
+
+def run_folder(seconds: int) -> None:
+    """``dfdetect extract`` over a folder of 1080p videos with 1 and 2 workers (whole processes)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "videos"
+        folder.mkdir()
+        make_video(folder / "v0.mp4", seconds)
+        for i in range(1, FOLDER_VIDEOS):  # distinct files, same content: equal work per video
+            (folder / f"v{i}.mp4").write_bytes((folder / "v0.mp4").read_bytes())
+        walls = {}
+        for workers in (1, 2):
+            out = Path(tmp) / f"out{workers}"
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "dfdetect", "extract", str(folder), str(out),
+                            "--workers", str(workers)], check=True,
+                           capture_output=True, text=True)
+            walls[workers] = time.perf_counter() - t0
+        print(f"\nfolder of {FOLDER_VIDEOS} x {seconds} s 1080p videos, `dfdetect extract` (whole process):")
+        for workers, wall in walls.items():
+            print(f"  --workers {workers}: {wall:6.1f} s, {FOLDER_VIDEOS / wall:.3f} videos/s")
+        print(f"  2 workers / 1 worker throughput: {walls[1] / walls[2]:.2f}x")
 
 
 def run_size(size: tuple[int, int], short: int, times: int) -> None:
