@@ -81,7 +81,9 @@ def _add_extract(sub: argparse._SubParsersAction) -> Runner:
     p.add_argument("out", help="output folder: OUT/faces/*.mp4 and OUT/manifest.csv")
     p.add_argument("--labels", help="labels CSV (file,label[,group][,split]); its own path is relative to the "
                    "working directory, the file paths in it are relative to VIDEOS")
-    p.add_argument("--size", type=_even_at_least(2), default=f.size,
+    # flag names mean one thing in every sub-command: --frames/--size are a clip's T and the model's
+    # input side (train); extraction's frame count and crop side have names of their own
+    p.add_argument("--face-size", type=_even_at_least(2), default=f.size,
                    help=f"face crop side in pixels, even ({f.size})")
     p.add_argument("--margin", type=_float_in(0.0, 10.0), default=f.margin,
                    help=f"border around the box, fraction of its side ({f.margin})")
@@ -98,7 +100,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> Runner:
     p.add_argument("--all-tracks", action="store_true", help="also write every other face track")
     p.add_argument("--min-track-frames", type=_int_at_least(1), default=f.min_track_frames,
                    help=f"shortest extra track written with --all-tracks ({f.min_track_frames})")
-    p.add_argument("--frames", type=_int_at_least(0), default=0,
+    p.add_argument("--num-frames", type=_int_at_least(0), default=0,
                    help="N>0: take N frames evenly spaced; 0 (default): every frame")
     p.add_argument("--max-frames", type=_int_at_least(0), default=e.max_frames,
                    help="with every frame: stop after this many (0 = all)")
@@ -112,11 +114,11 @@ def _add_extract(sub: argparse._SubParsersAction) -> Runner:
 
 def _run_extract(a: argparse.Namespace) -> int:
 
-    face = FaceConfig(model=a.detector, min_score=a.min_score, margin=a.margin, size=a.size,
+    face = FaceConfig(model=a.detector, min_score=a.min_score, margin=a.margin, size=a.face_size,
                       max_gap=a.max_gap, detect_every=a.detect_every, keep_track=a.keep,
                       all_tracks=a.all_tracks, min_track_frames=a.min_track_frames)
-    ext = ExtractConfig(sampling="uniform" if a.frames else "all",
-                        num_frames=a.frames or ExtractConfig().num_frames,
+    ext = ExtractConfig(sampling="uniform" if a.num_frames else "all",
+                        num_frames=a.num_frames or ExtractConfig().num_frames,
                         max_frames=a.max_frames, min_face_frames=a.min_face_frames)
     df = process_videos(a.videos, a.out, labels_csv=a.labels, face_cfg=face, extract_cfg=ext,
                         workers=a.workers, shard=a.shard)

@@ -30,7 +30,7 @@ from dfdetect.extraction.pipeline import (
 from dfdetect.media import video
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE = 96  # small face crops keep the tests fast; the CLI runs below pass --size 96 too
+SIZE = 96  # small face crops keep the tests fast; the CLI runs below pass --face-size 96 too
 FACE = FaceConfig(size=SIZE)
 
 
@@ -172,7 +172,7 @@ def test_rerun_skips_done_videos_and_redoes_broken_ones(tmp_path, clips):
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dfdetect", "extract", *map(str, args), "--size", str(SIZE)]
+    return [sys.executable, "-m", "dfdetect", "extract", *map(str, args), "--face-size", str(SIZE)]
 
 
 def test_killed_mid_video_then_rerun_gives_the_same_manifest(tmp_path, portrait):

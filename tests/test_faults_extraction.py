@@ -82,7 +82,7 @@ def one_line_error(capsys) -> str:
 
 
 def cli(*args: object) -> list[str]:
-    return [sys.executable, "-m", "dfdetect", "extract", *map(str, args), "--size", str(SIZE)]
+    return [sys.executable, "-m", "dfdetect", "extract", *map(str, args), "--face-size", str(SIZE)]
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +184,7 @@ def test_a_second_extract_on_the_same_folder_is_refused(tmp_path, long_videos, c
             assert first.poll() is None and time.monotonic() < deadline, "the first run never started"
             time.sleep(0.02)
         t0 = time.monotonic()
-        assert main(["extract", str(long_videos), str(out), "--size", str(SIZE)]) == 1
+        assert main(["extract", str(long_videos), str(out), "--face-size", str(SIZE)]) == 1
         assert time.monotonic() - t0 < 5, "refused at once, not after waiting or working"
         line = one_line_error(capsys)
         assert f"{out}: another `dfdetect extract` (pid {first.pid})" in line
@@ -294,7 +294,7 @@ def test_a_full_disk_stops_the_batch_and_is_retried(tmp_path, face_mp4, monkeypa
     assert df["status"].to_dict() == {"a": "ok", "b": "failed"}  # c never started
     assert "No space left on device" in df.loc["b", "error"]
     assert not list((out / "faces").glob("b.*")) and not list((out / "faces").glob(".tmp-*"))
-    assert main(["extract", str(src), str(out), "--size", str(SIZE)]) == 1
+    assert main(["extract", str(src), str(out), "--face-size", str(SIZE)]) == 1
     assert "the disk is full" in one_line_error(capsys)
     monkeypatch.undo()  # space freed
     df = process_videos(src, out, face_cfg=FACE, progress=False)
@@ -307,7 +307,7 @@ def test_a_full_disk_at_start_is_one_line_naming_the_folder(tmp_path, face_mp4, 
 
     monkeypatch.setattr(pipeline_mod, "atomic_write_text", full)
     out = tmp_path / "out"
-    assert main(["extract", str(face_mp4), str(out), "--size", str(SIZE)]) == 1
+    assert main(["extract", str(face_mp4), str(out), "--face-size", str(SIZE)]) == 1
     line = one_line_error(capsys)
     assert f"cannot write the output folder {out}" in line and "free space" in line
 
@@ -367,19 +367,19 @@ def test_a_fooled_detector_is_no_face_not_too_short(tmp_path):
     assert df["status"].to_dict() == {"noise": "no_face", "two": "too_short"}
     assert "no face: found in 1 of 40 frames read, 4 needed" in df.loc["noise", "error"]
     assert "only 2 frame(s) read, fewer than min_face_frames=4" in df.loc["two", "error"]
-    assert "--frames" not in df.loc["noise", "error"]  # every frame was read: no hint
+    assert "--num-frames" not in df.loc["noise", "error"]  # every frame was read: no hint
     row = create_face_videos(src, tmp_path / "out_uniform", "noise", FACE,
                              ExtractConfig(sampling="uniform", num_frames=10))  # frame 14 is one
     assert row["status"] == "no_face" and row["frames_with_face"] == 1
     assert "found in 1 of 10 frames read" in row["error"]
-    assert "sampling more frames may find enough: e.g. --frames 40 (of 40)" in row["error"]
+    assert "sampling more frames may find enough: e.g. --num-frames 40 (of 40)" in row["error"]
 
 
 # ------------------------------------------------------------------ 9. unchecked arguments
 
 
-@pytest.mark.parametrize("flag", [["--frames", "-5"], ["--max-frames", "-1"], ["--workers", "0"],
-                                  ["--min-score", "1.5"], ["--size", "-2"], ["--size", "97"],
+@pytest.mark.parametrize("flag", [["--num-frames", "-5"], ["--max-frames", "-1"], ["--workers", "0"],
+                                  ["--min-score", "1.5"], ["--face-size", "-2"], ["--face-size", "97"],
                                   ["--detect-every", "0"], ["--min-face-frames", "0"]])
 def test_bad_extract_arguments_are_refused(flag, tmp_path, face_mp4, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -353,7 +353,7 @@ def _more_frames_hint(found: int, n: int, video_frames: int, need: int, cfg: Ext
         return ""  # no face at all, or every frame was read: more sampling cannot help
     if cfg.sampling == "uniform":
         more = min(video_frames, -(-need * n // found))
-        return f"sampling more frames may find enough: e.g. --frames {more} (of {video_frames})"
+        return f"sampling more frames may find enough: e.g. --num-frames {more} (of {video_frames})"
     if cfg.max_frames and n >= cfg.max_frames:
         return f"reading more frames may find enough: raise --max-frames (now {cfg.max_frames}) or use 0"
     return ""  # every frame was tried: the rest did not decode

@@ -1,0 +1,6 @@
+"""`python -m dfdetect ...`."""
+
+from dfdetect.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
