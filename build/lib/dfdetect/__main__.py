@@ -1,6 +1,0 @@
-"""`python -m dfdetect ...`."""
-
-from dfdetect.cli import main
-
-if __name__ == "__main__":
-    raise SystemExit(main())
