@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dfdetect.media.files import cannot_read, permission_denied
 from dfdetect.media.find import find_videos
 
 log = logging.getLogger(__name__)
@@ -62,11 +63,9 @@ def _load_table(csv_path: Path) -> pd.DataFrame:
         df = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
                          skipinitialspace=True, skip_blank_lines=False)
     except PermissionError:
-        raise LabelsError(f"{csv_path}: permission denied reading it; fix its permissions "
-                          "(chmod +r) or copy it somewhere readable") from None
+        raise LabelsError(permission_denied(csv_path)) from None
     except OSError as err:
-        raise LabelsError(f"{csv_path}: cannot be read ({err.strerror or err}); check the disk "
-                          "or mount (on Colab: is Drive mounted?)") from None
+        raise LabelsError(cannot_read(csv_path, err)) from None
     except pd.errors.EmptyDataError:
         raise LabelsError(f"{csv_path}: the file is empty; {_HEADER_HELP} followed by one row per video") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:

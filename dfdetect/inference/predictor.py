@@ -62,6 +62,7 @@ from dfdetect.data.sampling import UniformClipSampler, clip_windows
 from dfdetect.extraction.faces import FaceCropper
 from dfdetect.extraction.tracking import track_faces
 from dfdetect.inference.gradcam import grad_cam
+from dfdetect.media.files import permission_denied
 from dfdetect.media.video import VideoError, iter_frames, probe, uniform_indices
 from dfdetect.models.checkpoint import load_model
 from dfdetect.viz import heatmap_figure
@@ -364,8 +365,7 @@ class Predictor:
         except VideoError as err:
             res.message = str(err)
         except PermissionError:  # the file is fine; re-encoding (VideoError's advice) would not help
-            res.message = (f"{video}: permission denied reading it; fix its permissions "
-                           "(chmod +r) or copy it somewhere readable")
+            res.message = permission_denied(video)
         else:
             res.frames_read, res.video_frames = sample.frames_read, sample.video_frames
             res.faces, res.timings = len(sample.tracks), sample.timings

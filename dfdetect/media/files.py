@@ -78,3 +78,15 @@ def remove_stale_temporaries(folder: str | Path) -> int:
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
+
+
+def permission_denied(path: str | Path) -> str:
+    """The one-line message for a file the user may not read (the file is fine: never re-encode)."""
+    return (f"{path}: permission denied reading it; fix its permissions (chmod a+r) or copy it "
+            "somewhere readable")
+
+
+def cannot_read(path: str | Path, err: OSError) -> str:
+    """The one-line message for any other OS error reading ``path`` (a disk or mount problem)."""
+    return (f"{path}: cannot be read ({err.strerror or err}); check the disk or mount "
+            "(on Colab: is Drive mounted?)")

@@ -20,7 +20,7 @@ import av
 import cv2
 import numpy as np
 
-from dfdetect.media.files import atomic_path
+from dfdetect.media.files import atomic_path, permission_denied
 
 SEEK_GAP = 48  # frames between wanted frames above which seeking beats decoding straight through
 
@@ -84,8 +84,7 @@ def check_readable(path: Path) -> None:
             raise VideoAccessError(f"{path}: a symbolic link to {os.readlink(path)}, which does not "
                                    "exist; fix or remove the link") from None
         if err.errno in (errno.EACCES, errno.EPERM):
-            raise VideoAccessError(f"{path}: permission denied; fix its permissions (chmod a+r) "
-                                   "and rerun") from None
+            raise VideoAccessError(permission_denied(path)) from None
         raise VideoError(f"{path}: no such file; check the path (and that Drive is mounted on Colab)"
                          ) from None
     if not os.path.isfile(path):
@@ -94,8 +93,7 @@ def check_readable(path: Path) -> None:
         with open(path, "rb") as fh:  # PermissionError here; FFmpeg would call it a bad file
             fh.read(1)
     except PermissionError:
-        raise VideoAccessError(f"{path}: permission denied; fix its permissions (chmod a+r) "
-                               "and rerun") from None
+        raise VideoAccessError(permission_denied(path)) from None
     if st.st_size == 0:
         raise _unreadable(path, "the file is empty (0 bytes)")
 

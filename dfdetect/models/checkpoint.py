@@ -38,7 +38,7 @@ from torch import nn
 
 from dfdetect import __version__
 from dfdetect.config import ConfigError, RunConfig, from_dict, to_dict
-from dfdetect.media.files import atomic_path, atomic_write_text
+from dfdetect.media.files import atomic_path, atomic_write_text, cannot_read, permission_denied
 from dfdetect.models.detector import build_model
 
 log = logging.getLogger(__name__)
@@ -198,11 +198,9 @@ def _head(path: Path) -> bytes:
         with open(path, "rb") as fh:
             return fh.read(64)
     except PermissionError:
-        raise CheckpointError(f"{path}: permission denied reading it; fix its permissions "
-                              "(chmod +r) or copy it somewhere readable") from None
+        raise CheckpointError(permission_denied(path)) from None
     except OSError as err:
-        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err}); check the disk "
-                              "or mount (on Colab: is Drive mounted?) and copy the file again") from None
+        raise CheckpointError(f"{cannot_read(path, err)} and copy the file again") from None
 
 
 def _load_failure(path: Path, head: bytes, err: Exception) -> str:
@@ -366,16 +364,14 @@ def _read_export(path: Path) -> tuple[dict, dict, Path]:
     try:
         meta = json.loads(meta_path.read_text())
     except PermissionError:
-        raise CheckpointError(f"{meta_path}: permission denied reading it; fix its permissions "
-                              "(chmod +r)") from None
+        raise CheckpointError(permission_denied(meta_path)) from None
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
         raise CheckpointError(f"{meta_path}: corrupt export config, not valid JSON ({err}); "
                               "export it again from the training checkpoint") from None
     try:
         state = load_file(str(weights))
     except PermissionError:
-        raise CheckpointError(f"{weights}: permission denied reading it; fix its permissions "
-                              "(chmod +r)") from None
+        raise CheckpointError(permission_denied(weights)) from None
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{weights}: truncated or corrupt export ({err}); export it again "
                               "from the training checkpoint") from None
