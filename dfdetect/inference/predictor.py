@@ -464,7 +464,7 @@ class Predictor:
         if not np.isfinite(scores).all():
             res.label, res.message = ERROR, NOT_FINITE
             return
-        start, per_frame = 0, getattr(self.model, "lstm", True) is None
+        start, per_frame = 0, self.model.frame_level
         for c in cands:
             n = len(c.clips)
             votes = frame_scores[start:start + n] if per_frame else scores[start:start + n]

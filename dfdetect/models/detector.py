@@ -67,6 +67,11 @@ class DeepfakeDetector(nn.Module):
         self._frozen_stages = _freeze_stages(self.backbone, cfg.frozen_layers)
 
     @property
+    def frame_level(self) -> bool:
+        """True with ``temporal="none"``: every frame has its own score and a video aggregates frames."""
+        return self.cfg.temporal == "none"
+
+    @property
     def cam_layer(self) -> nn.Module:
         """The backbone's Grad-CAM module (``layer4`` for ResNe(X)t), output ``(B*T, F, h, w)``.
 

@@ -127,13 +127,14 @@ def collect_predictions(
     models (no LSTM) also give their ``(N, T)`` frame logits (videos then aggregate frames).
     """
     model.eval()
-    per_frame = getattr(model, "lstm", True) is None and hasattr(model, "frame_logits")
+    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the detector
+    per_frame = getattr(inner, "frame_level", False)
     ids, labels, logits, frames_out = [], [], [], []
     for batch in tqdm(loader, desc="eval", leave=False, disable=not progress):
         frames = batch["frames"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             if per_frame:
-                clip, frame = model.frame_logits(frames)
+                clip, frame = inner.frame_logits(frames)
                 frames_out.append(frame.float().cpu())
             else:
                 clip = model(frames)
