@@ -12,7 +12,13 @@ shared machine only ever slows a run down; CPU time over all threads is printed 
 * a baseline: OpenCV's Haar cascade (offline, ships with OpenCV) run on every frame;
 * peak RSS of extraction for a 10 s and a 60 s video (it must not grow with length);
 * a folder of FOLDER_VIDEOS 10 s 1080p videos through ``python -m dfdetect extract`` with 1 and
-  2 workers: videos/s and the speed-up (issue #13's target: >= 1.8x on 2 cores).
+  2 workers: videos/s and the speed-up (issue #13's target: >= 1.8x on 2 cores), and the same
+  with every process held to one core (``taskset``): how the work scales with processes;
+* accuracy: on the real videos (../shared/faces/intel-sample-videos and the shipped talking head),
+  at their own size and upscaled to 1080p (where the detector reads the YUV planes), the frames
+  where extraction's detector and MediaPipe's Tasks FaceDetector on the full-resolution RGB
+  frame (0.1.0's detector) agree: both find none, or largest boxes with IoU >= 0.9 (needs
+  ``mediapipe``, a test dependency; tests/test_extraction_accuracy.py checks the whole pipeline).
 
 Target (issue #13): extraction with default settings <= 1.5x OpenCV's decode-only wall time. Usage: ``python bench/extract_speed.py [--quick]``.
 """
@@ -35,10 +41,12 @@ import numpy as np
 
 from dfdetect.config import FaceConfig
 from dfdetect.demo import synth
+from dfdetect.extraction.blazeface import whole_pixels
 from dfdetect.extraction.faces import FaceCropper
-from dfdetect.extraction.pipeline import create_face_videos
+from dfdetect.extraction.pipeline import DECODE_THREADS, RGB_DETECT_PIXELS, create_face_videos
+from dfdetect.extraction.tracking import iou
 from dfdetect.media import video
-from dfdetect.media.video import iter_frames
+from dfdetect.media.video import iter_frames, iter_yuv_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "dfdetect" / "demo" / "sample"
@@ -46,7 +54,7 @@ FACE = SAMPLE / "grace_hopper.jpg"
 FPS = 25
 FAST_EVERY = 5  # detect_every of the fast setting (the default max_gap=5 allows up to 6)
 REPEAT = 2  # timed runs per mode (fastest kept)
-FOLDER_VIDEOS = 4  # DFDC-like videos in the folder run
+FOLDER_VIDEOS = 4  # DFDC-like videos in the small folder (the large one has 3x as many)
 HAAR_FRAMES = 40  # the Haar baseline is slow at 1080p: time it on the first frames only
 
 
@@ -170,29 +178,133 @@ def main() -> None:
     for size in ((1280, 720), (1920, 1080)):
         run_size(size, short, times)
     run_folder(short)
+    run_accuracy(a.quick)
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 def run_folder(seconds: int) -> None:
-    """``dfdetect extract`` over a folder of 1080p videos with 1 and 2 workers (whole processes)."""
+    """``dfdetect extract`` over folders of 1080p videos with 1 and 2 workers (whole processes).
+
+    Each setting runs on FOLDER_VIDEOS and on 3x as many videos: the difference of the two wall
+    times is the steady-state rate (process start-up and imports cancel out); start-up is the
+    rest. The same with every process held to one core (``taskset``, two ``--shard`` processes)
+    shows how the work scales with processes when a worker has one core to itself.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "videos"
-        folder.mkdir()
-        make_video(folder / "v0.mp4", seconds)
-        for i in range(1, FOLDER_VIDEOS):  # distinct files, same content: equal work per video
-            (folder / f"v{i}.mp4").write_bytes((folder / "v0.mp4").read_bytes())
-        walls = {}
-        for workers in (1, 2):
-            out = Path(tmp) / f"out{workers}"
+        small, large = Path(tmp) / "small", Path(tmp) / "large"
+        small.mkdir()
+        large.mkdir()
+        make_video(small / "v0.mp4", seconds)
+        data = (small / "v0.mp4").read_bytes()
+        for i in range(3 * FOLDER_VIDEOS):  # distinct files, same content: equal work per video
+            if i < FOLDER_VIDEOS:
+                (small / f"v{i}.mp4").write_bytes(data)
+            (large / f"v{i}.mp4").write_bytes(data)
+
+        def run(*commands: list[str]) -> float:
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "dfdetect", "extract", str(folder), str(out),
-                            "--workers", str(workers)], check=True,
-                           capture_output=True, text=True)
-            walls[workers] = time.perf_counter() - t0
-        print(f"\nfolder of {FOLDER_VIDEOS} x {seconds} s 1080p videos, `dfdetect extract` (whole process):")
-        for workers, wall in walls.items():
-            print(f"  --workers {workers}: {wall:6.1f} s, {FOLDER_VIDEOS / wall:.3f} videos/s")
-        print(f"  2 workers / 1 worker throughput: {walls[1] / walls[2]:.2f}x")
+            procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                     for c in commands]
+            for p in procs:
+                assert p.wait() == 0, p.stderr.read().decode()[-2000:]
+            return time.perf_counter() - t0
+
+        def setting(name: str, make) -> tuple[float, float]:
+            """(steady-state videos/s, start-up s) of one way of running the batch."""
+            walls = [run(*make(folder, Path(tmp) / f"{name}-{folder.name}")) for folder in (small, large)]
+            rate = 2 * FOLDER_VIDEOS / (walls[1] - walls[0])
+            return rate, walls[0] - FOLDER_VIDEOS / rate
+
+        def extract(folder: Path, out: Path, *extra: str) -> list[str]:
+            return [sys.executable, "-m", "dfdetect", "extract", str(folder), str(out), *extra]
+
+        res = {
+            "1 worker": setting("w1", lambda f, o: [extract(f, o)]),
+            "2 workers": setting("w2", lambda f, o: [extract(f, o, "--workers", "2")]),
+            "1 process on 1 core": setting("p1", lambda f, o: [["taskset", "-c", "0", *extract(f, o)]]),
+            "2 shard processes, 1 core each": setting("p2", lambda f, o: [
+                ["taskset", "-c", str(i), *extract(f, o, "--shard", f"{i}/2")] for i in (0, 1)]),
+        }
+        worker = "import dfdetect.extraction.pipeline as p; p.FaceCropper()"  # what a worker loads
+        start = run([sys.executable, "-c", worker])
+        print(f"\nfolders of {FOLDER_VIDEOS} and {3 * FOLDER_VIDEOS} x {seconds} s 1080p videos, "
+              "`dfdetect extract` (whole processes):")
+        for name, (rate, startup) in res.items():
+            print(f"  {name:32s} {rate:.3f} videos/s in steady state, start-up {startup:4.1f} s")
+        print(f"  2 workers / 1 worker, steady state: {res['2 workers'][0] / res['1 worker'][0]:.2f}x; "
+              f"one core per process, 2 / 1: {res['2 shard processes, 1 core each'][0] / res['1 process on 1 core'][0]:.2f}x")
+        print(f"  start-up of one worker process (imports, detector): {start:.1f} s")
+
+
+def upscale(src: Path, dst: Path, height: int = 1080) -> None:
+    """``src`` re-encoded at ``height`` lines (bicubic, crf 18): a real video at 1080p."""
+    info = video.probe(src)
+    size = (round(info.width * height / info.height / 2) * 2, height)
+    with video.VideoWriter(dst, fps=info.fps or FPS, crf=18) as writer:
+        for _, frame in iter_frames(src):
+            writer.write(cv2.resize(frame, size, interpolation=cv2.INTER_CUBIC))
+
+
+def agreement(path: Path, cropper: FaceCropper, reference) -> tuple[int, int, int, int]:
+    """``(frames, frames agreeing, frames with a face: ours, reference)`` for one video.
+
+    "Ours" is what extraction's detector sees and finds (the decoded planes, or the RGB frame up
+    to 1280x720, as in :func:`create_face_videos`); the largest face of each frame is compared.
+    Tracking and the keep rule come after and are unchanged since 0.1.0.
+    """
+    frames = agree = ours_n = ref_n = 0
+    rgb_frames = iter_frames(path)
+    for (index, yuv), (_, frame) in zip(
+            iter_yuv_frames(path, rgb_up_to=RGB_DETECT_PIXELS, threads=DECODE_THREADS), rgb_frames):
+        frames += 1
+        ours = cropper.detect_yuv(yuv)
+        found = reference.detect(mp_image(frame)).detections
+        ours_n, ref_n = ours_n + bool(ours), ref_n + bool(found)
+        if not found or not ours:
+            agree += not found and not ours
+            continue
+        b = max(found, key=lambda d: d.bounding_box.width * d.bounding_box.height).bounding_box
+        truth = np.array([b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height], float)
+        agree += iou(truth, whole_pixels(max(ours, key=lambda f: f.area).as_array())) >= 0.9
+    return frames, agree, ours_n, ref_n
+
+
+def mp_image(frame: np.ndarray):
+    from mediapipe import Image, ImageFormat
+
+    return Image(image_format=ImageFormat.SRGB, data=frame)
+
+
+def run_accuracy(quick: bool) -> None:
+    """Extraction's kept face vs MediaPipe's detector on the full-resolution frames (0.1.0's)."""
+    try:
+        from mediapipe.tasks.python import BaseOptions, vision
+    except ImportError:
+        print("\naccuracy: skipped (pip install mediapipe, a test dependency, to compare with it)")
+        return
+    from dfdetect.extraction.faces import MODEL_FILES
+
+    model = (ROOT / "dfdetect" / "assets" / MODEL_FILES["full"]).read_bytes()
+    reference = vision.FaceDetector.create_from_options(vision.FaceDetectorOptions(
+        base_options=BaseOptions(model_asset_buffer=model), min_detection_confidence=0.5))
+    shared = ROOT.parent / "shared" / "faces" / "intel-sample-videos"
+    videos = sorted(shared.glob("*.mkv")) + sorted(shared.glob("*.gif")) + [SAMPLE / "WolfgangLanger_Pexels.mp4"]
+    videos = [v for v in videos if v.is_file()][:3 if quick else None]
+    print(f"\naccuracy: extraction (defaults) vs MediaPipe's FaceDetector on full frames, {len(videos)} real videos")
+    print(f"{'':34s} {'frames':>6s} {'agree':>7s}   frames with a face (ours / MediaPipe)")
+    with FaceCropper() as cropper, tempfile.TemporaryDirectory() as tmp:
+        for label, make in (("at their own size (<= 640x480)", None), ("upscaled to 1080p (YUV path)", upscale)):
+            total = np.zeros(4, int)
+            for v in videos:
+                if make is not None:
+                    if v.suffix == ".gif":
+                        continue  # RGB sources are detected on RGB at any size
+                    make(v, Path(tmp) / f"{v.stem}.mp4")
+                    v = Path(tmp) / f"{v.stem}.mp4"
+                total += agreement(v, cropper, reference)
+            frames, agree, ours, theirs = total
+            print(f"{label:34s} {frames:6d} {agree / frames:7.2%}   {ours} / {theirs}")
+    reference.close()
 
 
 def run_size(size: tuple[int, int], short: int, times: int) -> None:

@@ -3,7 +3,7 @@
 The public API, one subpackage per notebook stage (imports flow in this order, never back):
 ``media`` -> ``extraction`` (01) -> ``augment`` (02) -> ``data`` -> ``models`` -> ``training``
 (03) -> ``inference`` (04). ``demo`` is the offline demo, fenced off from the core. Importing
-dfdetect has no side effects: no environment, ``sys.path`` or logging changes, and MediaPipe is
+dfdetect has no side effects: no environment, ``sys.path`` or logging changes, and the face detector (LiteRT) is
 loaded only when a :class:`FaceCropper` is made.
 """
 

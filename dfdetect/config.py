@@ -63,7 +63,6 @@ class FaceConfig:
     keep_track: str = "largest"  # which track is the video's face: "largest" or "most_confident"
     all_tracks: bool = False  # also write every other track as its own face video
     min_track_frames: int = 8  # shortest track written when all_tracks is on
-    detect_size: int = 0  # longest side of the frame copy the detector sees (0 = the full frame)
 
     def __post_init__(self) -> None:
         _check(self, {
@@ -77,8 +76,6 @@ class FaceConfig:
             "track_iou": (_fraction, "an overlap in [0, 1]"),
             "keep_track": (lambda v: v in ("largest", "most_confident"), "'largest' or 'most_confident'"),
             "min_track_frames": (_int_at_least(1), "an integer >= 1 (frames)"),
-            "detect_size": (lambda v: v == 0 or _int_at_least(192)(v),
-                            "0 (the full frame) or an integer >= 192 (BlazeFace's input side)"),
         })
 
 

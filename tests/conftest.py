@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,35 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def mediapipe_detector():
+    """MediaPipe's own FaceDetector (a test dependency) on a shipped model: the reference that
+    dfdetect's BlazeFace runner reproduces. ``detect(model, rgb)`` -> ``[(box, keypoints, score)]``
+    in frame pixels, best first (boxes in whole pixels, as MediaPipe gives them)."""
+    vision = pytest.importorskip("mediapipe.tasks.python.vision")
+    from mediapipe import Image, ImageFormat
+    from mediapipe.tasks.python import BaseOptions
+
+    from dfdetect.extraction.faces import MODEL_FILES
+
+    made = {}
+
+    def detect(model: str, frame: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        if model not in made:
+            data = resources.files("dfdetect").joinpath("assets", MODEL_FILES[model]).read_bytes()
+            made[model] = vision.FaceDetector.create_from_options(vision.FaceDetectorOptions(
+                base_options=BaseOptions(model_asset_buffer=data), min_detection_confidence=0.5))
+        h, w = frame.shape[:2]
+        out = []
+        for d in made[model].detect(Image(image_format=ImageFormat.SRGB, data=frame)).detections:
+            b = d.bounding_box
+            box = np.array([b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height], float)
+            out.append((box, np.array([[k.x * w, k.y * h] for k in d.keypoints]),
+                        d.categories[0].score))
+        return sorted(out, key=lambda f: -f[2])
+
+    yield detect
+    for detector in made.values():
+        detector.close()

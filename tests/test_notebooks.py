@@ -78,7 +78,7 @@ def test_notebooks_run_in_order_headless(demo_videos: Path):
     common = {"DATA_ROOT": str(root)}
     params = {
         "01_face_extraction": {"VIDEOS_DIR": "demo/videos", "LABELS_CSV": "demo/labels.csv",
-                               "FACE_SIZE": 96},  # WORKERS: the default (2), as on Colab
+                               "FACE_SIZE": 96},  # WORKERS: the default (1), as on Colab
         "02_augmentation": {"SELF_BLEND": 1},
         "03_training": {"FRAMES": 4, "SIZE": 64, "BACKBONE": "resnet18", "PRETRAINED": "none",
                         "HIDDEN": 32, "EPOCHS": 1, "BATCH_SIZE": 4},  # WORKERS: the default

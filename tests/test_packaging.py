@@ -74,15 +74,15 @@ def test_models_ship_inside_the_package_unchanged(name):
 
 
 def test_import_has_no_side_effects_and_public_names_resolve():
-    """`import dfdetect` changes nothing (environment, sys.path, logging) and loads no MediaPipe
-    or TensorFlow (MediaPipe is loaded only when a FaceCropper is made); every public name exists."""
+    """`import dfdetect` changes nothing (environment, sys.path, logging) and loads no LiteRT,
+    MediaPipe or TensorFlow (LiteRT is loaded only when a FaceCropper is made); every public name exists."""
     # third-party imports set variables of their own (cv2: QT_*, torch: KMP_*): import them first
     code = ("import logging, os, sys, av, cv2, matplotlib, pandas, torch, torchvision; "
             "env, path = dict(os.environ), list(sys.path); "
             "handlers = list(logging.getLogger().handlers); import dfdetect; "
             "assert dict(os.environ) == env and sys.path == path, 'environment changed'; "
             "assert logging.getLogger().handlers == handlers, 'logging configured'; "
-            "heavy = [m for m in ('mediapipe', 'tensorflow') if m in sys.modules]; "
+            "heavy = [m for m in ('ai_edge_litert', 'mediapipe', 'tensorflow') if m in sys.modules]; "
             "assert not heavy, heavy; [getattr(dfdetect, n) for n in dfdetect.__all__]; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          check=False)

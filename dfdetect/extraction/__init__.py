@@ -1,6 +1,6 @@
 """Extraction (notebook 01): videos -> face videos + sidecars + manifest.
 
-:class:`FaceCropper` (the only MediaPipe user), tracking, the per-video pipeline
+:class:`FaceCropper` (BlazeFace through LiteRT), tracking, the per-video pipeline
 (:func:`create_face_videos`), the batch runner (:func:`process_videos`: workers, shards, merge)
 and the manifest with its sidecars.
 """

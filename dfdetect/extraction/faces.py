@@ -1,11 +1,12 @@
-"""Face detection and cropping: :class:`FaceCropper` (the only module that imports MediaPipe).
+"""Face detection and cropping: :class:`FaceCropper`.
 
 Two levels, as in facenet-pytorch: :meth:`FaceCropper.detect` returns :class:`FaceBox` es (box,
 score and BlazeFace's six keypoints); :meth:`FaceCropper.crop` cuts a square face with a margin
 out of a frame and resizes it. Which face of a video to keep is decided by :mod:`dfdetect.extraction.tracking`.
 
-The detector is MediaPipe's BlazeFace run through the Tasks API from a model file shipped inside
-the package (``dfdetect/assets``, Apache-2.0, see its README): nothing is ever downloaded.
+The detector is MediaPipe's BlazeFace, run through LiteRT by :mod:`dfdetect.extraction.blazeface`
+(MediaPipe's own pre- and post-processing, reproduced) from a model file shipped inside the package
+(``dfdetect/assets``, Apache-2.0, see its README): nothing is ever downloaded.
 
 * ``FaceConfig.model="full"`` (default): the full-range model, for video frames where a face may
   be small (down to roughly 50-70 px in a 1280x720 frame).
@@ -14,19 +15,16 @@ the package (``dfdetect/assets``, Apache-2.0, see its README): nothing is ever d
 
 Colour order is never guessed: frames are RGB unless ``color="bgr"`` is passed explicitly.
 
-Speed: BlazeFace looks at a 192x192 input whatever the frame size, so with ``FaceConfig.detect_size``
-the detector is given a copy of the frame shrunk to that longest side (:func:`shrink_for_detection`)
-and the boxes are mapped back to frame pixels; copying and resizing a full 1080p frame inside
-MediaPipe is what that saves. Crops are always cut from the full-resolution frame.
+Speed: BlazeFace looks at a 192x192 input whatever the frame size; the letterbox warp reads only the
+pixels it samples, from an RGB frame (:meth:`FaceCropper.detect`) or from a decoded frame's YUV
+planes (:meth:`FaceCropper.detect_yuv`, what extraction uses above 1280x720: no full-frame RGB
+conversion). Crops are always cut from the full-resolution frame.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -35,16 +33,15 @@ import cv2
 import numpy as np
 
 from dfdetect.config import FaceConfig
+from dfdetect.extraction.blazeface import SPECS, BlazeFace
+from dfdetect.media.video import YuvFrame
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 log = logging.getLogger(__name__)
 
-MODEL_FILES = {
-    "full": "face_detection_full_range_sparse.tflite",  # video frames, faces up to ~5 m away
-    "short": "face_detection_short_range.tflite",  # close-ups only
-}
+MODEL_FILES = {name: spec.file for name, spec in SPECS.items()}  # full: video frames; short: close-ups
 KEYPOINT_NAMES = (
     "right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion",
 )
@@ -149,23 +146,6 @@ def _check_frame(frame: np.ndarray, color: str) -> None:
         raise ValueError(f"expected a uint8 frame, got {frame.dtype}; convert with .astype(np.uint8)")
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Silence C++ logging (LiteRT prints ~50 lines per detector) while the block runs."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no file descriptor 2 (some embedded interpreters): nothing to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def crop_region(box: FaceBox | np.ndarray, frame_shape: tuple[int, ...], margin: float
                 ) -> tuple[int, int, int, int]:
     """The square a face is cut from: the box's longer side plus ``margin`` of it on every side.
@@ -190,20 +170,27 @@ def crop_region(box: FaceBox | np.ndarray, frame_shape: tuple[int, ...], margin:
     return left, top, left + side, top + side
 
 
-def cut_square(frame: np.ndarray, region: tuple[int, int, int, int], size: int) -> np.ndarray:
-    """Cut ``region`` out of ``frame`` (black outside the frame) and resize it to ``size``.
+def cut_square(frame: np.ndarray, region: tuple[int, int, int, int], size: int, fill: int = 0
+               ) -> np.ndarray:
+    """Cut ``region`` out of ``frame`` (``fill`` outside the frame) and resize it to ``size``.
 
     Only the region's pixels are touched, so this is cheap even on 4K frames.
 
+    Args:
+        frame: ``(H, W, C)`` or ``(H, W)`` (one plane of a YUV frame) ``uint8``.
+        region: ``(x1, y1, x2, y2)`` square, may pass the frame's edges.
+        size: Output side.
+        fill: Value of the part outside the frame (0: black RGB; 16 and 128 for video-range YUV).
+
     Returns:
-        ``(size, size, 3) uint8`` in the frame's channel order.
+        ``(size, size, C)`` or ``(size, size)`` ``uint8`` in the frame's channel order.
     """
     h, w = frame.shape[:2]
     x1, y1, x2, y2 = region
     side = x2 - x1
     inside = frame[max(y1, 0):min(y2, h), max(x1, 0):min(x2, w)]
     if inside.shape[:2] != (side, side):  # part of the square lies outside the frame
-        square = np.zeros((side, side, 3), dtype=np.uint8)
+        square = np.full((side, side, *frame.shape[2:]), fill, dtype=np.uint8)
         if inside.size:
             oy, ox = max(y1, 0) - y1, max(x1, 0) - x1
             square[oy:oy + inside.shape[0], ox:ox + inside.shape[1]] = inside
@@ -226,20 +213,6 @@ def to_crop_pixels(points: np.ndarray, region: tuple[int, int, int, int], size: 
     return out.astype(np.float32)
 
 
-def shrink_for_detection(frame: np.ndarray, detect_size: int) -> tuple[np.ndarray, float]:
-    """The copy of ``frame`` the detector sees, and its scale (small pixels per frame pixel).
-
-    ``(H, W, 3) -> (h, w, 3)`` with ``max(h, w) == detect_size`` (bilinear; the frame itself when
-    ``detect_size`` is 0 or not smaller than the frame).
-    """
-    h, w = frame.shape[:2]
-    if not detect_size or max(h, w) <= detect_size:
-        return frame, 1.0
-    scale = detect_size / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR), size[0] / w
-
-
 def check_face_config(cfg: FaceConfig) -> None:
     """Raise ``ValueError`` (saying what to change) for detector/crop settings that cannot work."""
     if cfg.model not in MODEL_FILES:
@@ -251,7 +224,7 @@ def check_face_config(cfg: FaceConfig) -> None:
 
 
 class FaceCropper:
-    """Find faces with BlazeFace (MediaPipe Tasks) and cut square face crops.
+    """Find faces with BlazeFace and cut square face crops.
 
     Args:
         cfg: ``model`` ("full"/"short"), ``min_score``, ``margin`` and ``size`` are used here
@@ -259,7 +232,7 @@ class FaceCropper:
 
     Raises:
         ValueError: Unknown model name or an odd/non-positive crop size.
-        FaceModelError: The model file is missing from the package or MediaPipe rejects it.
+        FaceModelError: The model file is missing from the package or the runtime rejects it.
 
     Example:
         >>> with FaceCropper() as cropper:  # doctest: +SKIP
@@ -271,10 +244,10 @@ class FaceCropper:
         cfg = cfg or FaceConfig()
         check_face_config(cfg)
         self.cfg = cfg
-        self._detector = self._load(cfg)
+        self._detector: BlazeFace | None = self._load(cfg)
 
     @staticmethod
-    def _load(cfg: FaceConfig):
+    def _load(cfg: FaceConfig) -> BlazeFace:
         name = MODEL_FILES[cfg.model]
         try:
             data = resources.files("dfdetect").joinpath("assets", name).read_bytes()
@@ -283,21 +256,24 @@ class FaceCropper:
                 f"dfdetect/assets/{name}: model file missing ({err}); reinstall dfdetect "
                 "(`pip install -e .` from the repository, which ships the models)"
             ) from None
-        from mediapipe.tasks.python import BaseOptions, vision  # slow import: only when needed
-
-        options = vision.FaceDetectorOptions(
-            base_options=BaseOptions(model_asset_buffer=data),
-            running_mode=vision.RunningMode.IMAGE,
-            min_detection_confidence=cfg.min_score,
-        )
         try:
-            with _quiet_native_stderr():
-                return vision.FaceDetector.create_from_options(options)
-        except (RuntimeError, ValueError, OSError) as err:  # MediaPipe's errors carry C++ text
+            return BlazeFace(data, SPECS[cfg.model], cfg.min_score)
+        except ImportError as err:
+            raise FaceModelError(f"the LiteRT runtime is missing ({err}); "
+                                 "`pip install ai-edge-litert` (a dfdetect dependency)") from None
+        except (RuntimeError, ValueError) as err:  # LiteRT's errors carry C++ text
             raise FaceModelError(
-                f"dfdetect/assets/{name}: MediaPipe could not load the model ({err}); "
-                "dfdetect needs mediapipe>=1.2 (`pip install -U mediapipe`)"
-            ) from None
+                f"dfdetect/assets/{name}: LiteRT could not load the model ({err}); reinstall "
+                "dfdetect, whose model files may be damaged") from None
+
+    def _faces(self, found: list[tuple[np.ndarray, np.ndarray, float]]) -> list[FaceBox]:
+        return [FaceBox(*(float(c) for c in box), score, kps.astype(np.float32))
+                for box, kps, score in found]
+
+    def _model(self) -> BlazeFace:
+        if self._detector is None:
+            raise RuntimeError("this FaceCropper was closed; make a new one")
+        return self._detector
 
     def detect(self, frame: np.ndarray, color: str = "rgb") -> list[FaceBox]:
         """Find the faces in one frame.
@@ -307,43 +283,29 @@ class FaceCropper:
             color: Its channel order, ``"rgb"`` or ``"bgr"`` (OpenCV images); never guessed.
 
         Returns:
-            Faces with ``score >= cfg.min_score``, highest score first (empty when none).
+            Faces with ``score >= cfg.min_score``, highest score first (empty when none), in
+            float frame pixels.
         """
         _check_frame(frame, color)
-        small, scale = shrink_for_detection(frame, self.cfg.detect_size)
-        return self.detect_shrunk(small, scale, color)
+        model = self._model()
+        image, to_input = model.input_rgb(frame)
+        if color == "bgr":  # only the model's input is turned around, not the frame
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return self._faces(model.run(image, to_input))
 
-    def detect_shrunk(self, small: np.ndarray, scale: float, color: str = "rgb") -> list[FaceBox]:
-        """Find the faces in a frame already shrunk by ``scale`` (see :func:`shrink_for_detection`).
+    def detect_yuv(self, frame: YuvFrame) -> list[FaceBox]:
+        """Find the faces in a decoded frame's I420 planes, never converting the whole frame.
 
         Args:
-            small: ``(h, w, 3) uint8`` shrunk frame.
-            scale: Its pixels per pixel of the full frame (1.0: not shrunk).
-            color: Its channel order, ``"rgb"`` or ``"bgr"``.
+            frame: The planes (:func:`dfdetect.media.video.to_yuv`), ``(H, W)`` luma.
 
         Returns:
-            Faces in **full-frame** pixels, highest score first.
+            As :meth:`detect`, in pixels of the ``(H, W)`` frame.
         """
-        _check_frame(small, color)
-        from mediapipe import Image, ImageFormat
-
-        rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB) if color == "bgr" else small
-        result = self._detector.detect(Image(image_format=ImageFormat.SRGB,
-                                             data=np.ascontiguousarray(rgb)))
-        h, w = small.shape[:2]
-        up = 1.0 / scale
-        boxes = []
-        for det in result.detections:
-            bb = det.bounding_box
-            score = float(det.categories[0].score) if det.categories else 0.0
-            kps = np.array([[k.x * w * up, k.y * h * up] for k in det.keypoints or []],
-                           dtype=np.float32)
-            if kps.shape != (6, 2):
-                kps = np.full((6, 2), np.nan, dtype=np.float32)
-            boxes.append(FaceBox(float(bb.origin_x) * up, float(bb.origin_y) * up,
-                                 float(bb.origin_x + bb.width) * up,
-                                 float(bb.origin_y + bb.height) * up, score, kps))
-        return sorted(boxes, key=lambda b: -b.score)
+        if frame.rgb is not None:  # an RGB source (a GIF), or converted anyway: the exact input
+            return self.detect(frame.rgb)
+        model = self._model()
+        return self._faces(model.run(*model.input_yuv(frame.y, frame.u, frame.v, frame.full_range)))
 
     def crop_region(self, box: FaceBox | np.ndarray, frame_shape: tuple[int, ...]
                     ) -> tuple[int, int, int, int]:
@@ -367,10 +329,7 @@ class FaceCropper:
 
     def close(self) -> None:
         """Release the detector (also done by ``with FaceCropper() as c:``)."""
-        if self._detector is not None:
-            with _quiet_native_stderr():
-                self._detector.close()
-            self._detector = None
+        self._detector = None
 
     def __enter__(self) -> Self:
         return self

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -56,7 +57,6 @@ from dfdetect.extraction.faces import (
     check_opencv,
     crop_region,
     cut_square,
-    shrink_for_detection,
     to_crop_pixels,
 )
 from dfdetect.extraction.tracking import (
@@ -74,7 +74,8 @@ from dfdetect.media.video import (
     VideoAccessError,
     VideoError,
     VideoWriter,
-    iter_frames,
+    YuvFrame,
+    iter_yuv_frames,
     probe,
     uniform_indices,
 )
@@ -93,6 +94,14 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no later video can be written either
 PARENT_POLL = 0.5  # seconds between a worker's checks that the process that started it is alive
 PREFETCH = 3  # frames decoded ahead in a background thread
 ENCODE_AHEAD = 4  # settled frame batches queued for the crop + encode thread
+# Frames up to this size are also converted to RGB (FFmpeg), and the detector reads that: its
+# input is then 0.1.0's to the bit. Faces of ~50 px in 640x480 video are 15 px in BlazeFace's
+# 192x192 input, where half a grey level moves a box by several % IoU: on the real 640x480 clips
+# the planes agree with 0.1.0 in 98.8% of frames, RGB in 99.7%. Converting costs about as much
+# as decoding; above this size, where it costs most, the detector reads the YUV planes (99.8% on
+# the same clips upscaled to 1080p; bench/extract_speed.py).
+RGB_DETECT_PIXELS = 1280 * 720
+DECODE_THREADS = 2  # the decoder's share of the cores; detection and encoding have their own
 
 
 class ExtractError(RuntimeError):
@@ -201,33 +210,14 @@ def _prefetch(items: Iterator[Any], depth: int = PREFETCH) -> Iterator[Any]:
         items.close()  # the video file, also when the consumer stops early
 
 
-@dataclass(frozen=True)
-class _Decoded:
-    """One frame as the pipeline passes it on: full resolution for crops, shrunk for detection."""
-
-    rgb: np.ndarray  # (H, W, 3) uint8, upright
-    small: np.ndarray  # (h, w, 3) uint8, what the detector sees (may be ``rgb`` itself)
-    scale: float  # small pixels per frame pixel
-
-
-class _ShrunkDetector:
-    """The tracker's detector for :class:`_Decoded` frames: detects on ``small``, boxes in ``rgb``."""
+class _YuvDetector:
+    """The tracker's detector for decoded :class:`YuvFrame` s (no RGB conversion of the frame)."""
 
     def __init__(self, cropper: FaceCropper):
         self.cropper = cropper
 
-    def detect(self, frame: _Decoded, color: str = "rgb") -> list[FaceBox]:
-        return self.cropper.detect_shrunk(frame.small, frame.scale, color)
-
-
-def _decoded(frames: Iterator[tuple[int, np.ndarray]], detect_size: int
-             ) -> Iterator[tuple[int, _Decoded]]:
-    """Decode and shrink in the same (prefetch) thread, off the detector's."""
-    try:
-        for index, rgb in frames:
-            yield index, _Decoded(rgb, *shrink_for_detection(rgb, detect_size))
-    finally:
-        frames.close()
+    def detect(self, frame: YuvFrame, color: str = "rgb") -> list[FaceBox]:
+        return self.cropper.detect_yuv(frame)
 
 
 class _TrackWriter:
@@ -237,9 +227,9 @@ class _TrackWriter:
         self.path, self.cfg, self.rows = path, face_cfg, []
         self.video = VideoWriter(path, fps=fps, crf=crf, threads=1)  # the other core detects
 
-    def add(self, frame: np.ndarray, frame_index: int, face: TrackedFace) -> None:
+    def add(self, frame: YuvFrame, frame_index: int, face: TrackedFace) -> None:
         region = crop_region(face.box, frame.shape, self.cfg.margin)
-        self.video.write(cut_square(frame, region, self.cfg.size))
+        self.video.write_yuv(cut_yuv(frame, region, self.cfg.size))
         self.rows.append((frame_index, face.box, to_crop_pixels(face.keypoints, region, self.cfg.size),
                           face.score, face.interpolated, region))
 
@@ -252,8 +242,23 @@ class _TrackWriter:
                 "read_index": read_index}
 
 
+def cut_yuv(frame: YuvFrame, region: tuple[int, int, int, int], size: int) -> YuvFrame:
+    """:func:`cut_square` on each plane: ``(size, size)`` luma, ``(size/2, size/2)`` chroma.
+
+    Black outside the frame; the chroma square starts at the luma square's position halved,
+    rounded down (half a chroma pixel at most). The crop is in video range whatever the frame's.
+    """
+    x1, y1, x2, _ = region
+    cx, cy, cside = x1 // 2, y1 // 2, max(1, round((x2 - x1) / 2))
+    chroma = (cx, cy, cx + cside, cy + cside)
+    return YuvFrame(cut_square(frame.y, region, size, fill=0 if frame.full_range else 16),
+                    cut_square(frame.u, chroma, size // 2, fill=128),
+                    cut_square(frame.v, chroma, size // 2, fill=128),
+                    frame.full_range, frame.colorspace).video_range()
+
+
 def _open_frames(path: Path, cfg: ExtractConfig
-                 ) -> tuple[Iterator[tuple[int, np.ndarray]], float, int, int]:
+                 ) -> tuple[Iterator[tuple[int, YuvFrame]], float, int, int]:
     """The frames to read, the frame rate, how many of them the header promises, and its length.
 
     Raises:
@@ -262,24 +267,32 @@ def _open_frames(path: Path, cfg: ExtractConfig
     info = probe(path)
     if cfg.sampling == "uniform":
         indices = uniform_indices(info.frames, cfg.num_frames)
-        return iter_frames(path, indices), info.fps, len(set(indices.tolist())), info.frames
+        frames = iter_yuv_frames(path, indices, rgb_up_to=RGB_DETECT_PIXELS, threads=DECODE_THREADS)
+        return frames, info.fps, len(set(indices.tolist())), info.frames
     expected = min(info.frames, cfg.max_frames) if cfg.max_frames else info.frames
-    return iter_frames(path, max_frames=cfg.max_frames), info.fps, expected, info.frames
+    frames = iter_yuv_frames(path, max_frames=cfg.max_frames, rgb_up_to=RGB_DETECT_PIXELS,
+                             threads=DECODE_THREADS)
+    return frames, info.fps, expected, info.frames
 
 
-def _track_and_write(frames: Iterator[tuple[int, np.ndarray]], fps: float, cropper: FaceCropper,
+def _track_and_write(frames: Iterator[tuple[int, YuvFrame]], fps: float, cropper: FaceCropper,
                      face_cfg: FaceConfig, crf: int, stage: Path
                      ) -> tuple[list[FaceTrack], dict[int, _TrackWriter], np.ndarray]:
     """One streaming pass: track, crop every track's frames as they settle, write staging videos.
 
-    Three stages overlap (PyAV, OpenCV, MediaPipe and x264 release the GIL): a prefetch thread
-    decodes and shrinks frames, this thread detects and tracks, and an encode thread crops the
-    settled frames and writes them, behind a bounded queue (memory stays flat in video length).
+    Three stages overlap (PyAV, OpenCV, LiteRT and x264 release the GIL): a prefetch thread
+    decodes frames (to their YUV planes; to RGB as well only up to :data:`RGB_DETECT_PIXELS`),
+    this thread detects and tracks, and an encode thread crops the settled frames from the
+    planes and writes them, behind a bounded queue (memory stays flat in video length).
     """
-    tracker = FaceTracker(_ShrunkDetector(cropper), face_cfg)
+    tracker = FaceTracker(_YuvDetector(cropper), face_cfg)
     writers: dict[int, _TrackWriter] = {}
     read: list[int] = []
     with contextlib.ExitStack() as stack:  # closes every video; a failure removes them all
+        # OpenCV's own threads on 192- and 224-pixel images cost twice the CPU for half the
+        # wall time, taken from the stages running beside them: one thread while this runs
+        stack.callback(cv2.setNumThreads, cv2.getNumThreads())
+        cv2.setNumThreads(1)
 
         def write(settled: list[SettledFrame]) -> None:
             for s in settled:
@@ -288,12 +301,12 @@ def _track_and_write(frames: Iterator[tuple[int, np.ndarray]], fps: float, cropp
                         w = _TrackWriter(stage / f"t{face.track_id}.mp4", fps, face_cfg, crf)
                         stack.enter_context(w.video)
                         writers[face.track_id] = w
-                    writers[face.track_id].add(s.frame.rgb, s.frame_index, face)
+                    writers[face.track_id].add(s.frame, s.frame_index, face)
 
         pending: deque = deque()
         with ThreadPoolExecutor(1, thread_name_prefix="dfdetect-encode") as encoder:
             try:
-                for index, frame in _prefetch(_decoded(frames, face_cfg.detect_size)):
+                for index, frame in _prefetch(frames):
                     read.append(index)
                     tracker.push(index, frame)
                     settled = tracker.pop_settled()
@@ -470,9 +483,7 @@ def _check_settings(out: Path, face_cfg: FaceConfig, extract_cfg: ExtractConfig)
         old = json.loads(path.read_text())
         for part, values in settings.items():  # a field added since: the folder has its default
             defaults = to_dict(FaceConfig() if part == "face" else ExtractConfig())
-            old.setdefault(part, {})
-            for k in values:
-                old[part].setdefault(k, defaults[k])
+            old[part] = {k: old.get(part, {}).get(k, defaults[k]) for k in values}  # removed: gone
         if old != settings:
             diff = sorted(f"{part}.{k}" for part in settings for k in settings[part]
                           if old.get(part, {}).get(k) != settings[part][k])
@@ -490,7 +501,6 @@ _WORKER_CROPPER: FaceCropper | None = None  # one detector per pool process, mad
 def _init_worker(face_cfg: FaceConfig, parent: int) -> None:
     global _WORKER_CROPPER  # per-process state of a pool worker
     exit_with_parent(parent)
-    block_tensorflow()
     _WORKER_CROPPER = FaceCropper(face_cfg)
 
 
@@ -515,17 +525,6 @@ def exit_with_parent(parent: int) -> None:
         os._exit(1)  # nobody is left to read our results; skip cleanup that could block
 
     threading.Thread(target=watch, name="dfdetect-parent-watch", daemon=True).start()
-
-
-def block_tensorflow() -> None:
-    """Keep MediaPipe from importing TensorFlow in this (worker) process.
-
-    MediaPipe's Tasks API imports ``tensorflow.tools.docs`` whenever TensorFlow is installed (it
-    is on Colab), which costs each extraction worker ~4 s and ~700 MB and fills the cell with
-    TensorFlow's log lines; nothing dfdetect uses needs it. Call this only in processes dfdetect
-    owns (pool workers), never in the user's kernel, where TensorFlow may be wanted.
-    """
-    sys.modules.setdefault("tensorflow", None)  # `import tensorflow` now raises ImportError
 
 
 def _run_job(job: VideoJob, out: Path, face_cfg: FaceConfig, extract_cfg: ExtractConfig,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 TMP_MARK = ".tmp-"  # temporary files carry this in their name; never read as outputs
 # Every process pool and DataLoader with workers starts its children with this method. Never
-# "fork": once PyAV/FFmpeg or MediaPipe have started threads in the parent (decoding one clip is
+# "fork": once PyAV/FFmpeg or LiteRT have started threads in the parent (decoding one clip is
 # enough), a forked child can deadlock on a lock held by a thread that does not exist in it
 # (seen with PyAV 19 / FFmpeg slice threads on Python 3.13: training hung at "cache: 0%").
 MP_START_METHOD = "spawn"
