@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,7 @@ class SettledFrame:
 
     position: int  # order in which the frame was read (0-based)
     frame_index: int  # frame number in the source video
-    frame: np.ndarray = field(repr=False)  # the frame pushed, (H, W, 3) uint8
+    frame: Any = field(repr=False)  # the frame pushed: (H, W, 3) uint8 RGB, or extraction's YuvFrame
     faces: list[TrackedFace] = field(default_factory=list)  # by track_id; empty: no face
 
 
