@@ -98,6 +98,7 @@ def test_extraction_workers_do_not_import_tensorflow(tmp_path: Path, portrait_vi
     marker = tmp_path / "tensorflow-imported.txt"
     site = _stand_in_tensorflow(tmp_path / "site", marker)
     # the stand-in is real bait: MediaPipe (0.1.0's detector) imports it whenever it is there
+    pytest.importorskip("mediapipe.tasks.python.vision")  # a test dependency
     probe = subprocess.run([sys.executable, "-c", "import mediapipe.tasks.python.vision"],
                            env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, capture_output=True,
                            text=True, timeout=120, check=False)

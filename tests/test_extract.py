@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -169,6 +170,18 @@ def test_rerun_skips_done_videos_and_redoes_broken_ones(tmp_path, clips):
     assert not (out / "faces" / ".tmp-real2.work").exists()
     with pytest.raises(ExtractError, match="extract_config.json"):
         process_videos(root, out, labels_csv=labels, face_cfg=FaceConfig(size=128), progress=False)
+    # a folder written by a version with settings since removed: fine where they were at what
+    # this version does (FaceConfig.detect_size=0: the full frame), refused where they were not
+    settings = out / "extract_config.json"
+    old = json.loads(settings.read_text())
+    for value, refused in ((0, False), (960, True)):
+        old["face"]["detect_size"] = value
+        settings.write_text(json.dumps(old))
+        if refused:
+            with pytest.raises(ExtractError, match=r"face\.detect_size=960"):
+                process_videos(root, out, labels_csv=labels, face_cfg=FACE, progress=False)
+        else:
+            assert process_videos(root, out, labels_csv=labels, face_cfg=FACE, progress=False).equals(ref)
 
 
 def _cli(*args: str) -> list[str]:

@@ -17,7 +17,7 @@ Tasks API on real video, ``tests/test_blazeface.py``):
 Why not MediaPipe's Tasks API: per 1080p frame it costs 5.6-6.7 ms on one core (it copies the
 whole frame into an ``mp.Image`` and hands back boxes rounded to whole pixels of the image it was
 given), where the model itself takes 3.6 ms; here the warp reads 192x192 samples of the frame
-(or of its YUV planes, :meth:`BlazeFace.detect_yuv`, so a decoded video frame never needs a full
+(or of its YUV planes, :meth:`BlazeFace.input_yuv`, so a decoded video frame never needs a full
 RGB conversion) and boxes stay in float frame pixels.
 """
 
@@ -49,10 +49,22 @@ SPECS = {
     "short": ModelSpec("face_detection_short_range.tflite", 128, (8, 16, 16, 16), True),
 }
 NMS_IOU = 0.3  # MediaPipe's min_suppression_threshold
-# BT.601 video range (Y 16-235, U/V 16-240) -> RGB, as a 3x4 matrix for cv2.transform
-YUV_TO_RGB = np.array([[1.164, 0.0, 1.596, -16 * 1.164 - 128 * 1.596],
-                       [1.164, -0.392, -0.813, -16 * 1.164 + 128 * (0.392 + 0.813)],
-                       [1.164, 2.017, 0.0, -16 * 1.164 - 128 * 2.017]], np.float32)
+
+
+def _yuv_to_rgb(kr: float, kb: float) -> np.ndarray:
+    """Video-range (Y 16-235, U/V 16-240) YUV -> RGB of the matrix with luma weights ``kr``, ``kb``,
+    as a ``(3, 4)`` matrix for ``cv2.transform``."""
+    ys, cs = 255 / 219, 255 / 224
+    rv, bu = 2 * (1 - kr) * cs, 2 * (1 - kb) * cs
+    gu, gv = -bu * kb / (1 - kr - kb), -rv * kr / (1 - kr - kb)
+    m = np.array([[ys, 0.0, rv], [ys, gu, gv], [ys, bu, 0.0]])
+    return np.concatenate([m, -(m @ [16.0, 128.0, 128.0])[:, None]], axis=1).astype(np.float32)
+
+
+# by FFmpeg's colorspace tag, as its RGB conversion reads it: 1 BT.709, 9/10 BT.2020, else BT.601
+YUV_TO_RGB = {1: _yuv_to_rgb(0.2126, 0.0722), 9: _yuv_to_rgb(0.2627, 0.0593),
+              10: _yuv_to_rgb(0.2627, 0.0593)}
+BT601 = _yuv_to_rgb(0.299, 0.114)
 FULL_TO_VIDEO = np.stack([LUMA_TO_VIDEO, CHROMA_TO_VIDEO, CHROMA_TO_VIDEO], 1).reshape(256, 1, 3)
 SCORE_CLIP = 100.0  # logits are clipped to +-this before the sigmoid
 NUM_KEYPOINTS = 6
@@ -196,14 +208,15 @@ class BlazeFace:
         return cv2.warpPerspective(frame, m, (side, side), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0), m
 
-    def input_yuv(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, full_range: bool = False
-                  ) -> tuple[np.ndarray, np.ndarray]:
+    def input_yuv(self, y: np.ndarray, u: np.ndarray, v: np.ndarray, full_range: bool = False,
+                  colorspace: int = 2) -> tuple[np.ndarray, np.ndarray]:
         """The model's input made from an I420 frame's planes (luma ``(H, W)``, chroma ``(H/2, W/2)``).
 
         Luma is warped bilinearly; each input pixel takes the chroma sample of the 2x2 block its
         luma comes from (as FFmpeg's conversion reads 4:2:0); only the ``side x side`` result is
-        converted to RGB (BT.601 video range; ``full_range`` planes are mapped to it first).
-        Within 0.6-0.8 grey levels (mean) of warping FFmpeg's RGB conversion of the whole frame.
+        converted to RGB, with the matrix of FFmpeg's ``colorspace`` tag (BT.709, BT.2020, else
+        BT.601; ``full_range`` planes are mapped to video range first). Within 0.6-0.8 grey levels
+        (mean) of warping FFmpeg's RGB conversion of the whole frame.
         """
         side = self.spec.side
         m = letterbox_matrix(*y.shape, side)
@@ -218,7 +231,7 @@ class BlazeFace:
         yuv = cv2.merge(planes)
         if full_range:
             yuv = cv2.LUT(yuv, FULL_TO_VIDEO)
-        return cv2.transform(yuv, YUV_TO_RGB), m
+        return cv2.transform(yuv, YUV_TO_RGB.get(colorspace, BT601)), m
 
     def run(self, image: np.ndarray, to_input: np.ndarray
             ) -> list[tuple[np.ndarray, np.ndarray, float]]:

@@ -305,7 +305,8 @@ class FaceCropper:
         if frame.rgb is not None:  # an RGB source (a GIF), or converted anyway: the exact input
             return self.detect(frame.rgb)
         model = self._model()
-        return self._faces(model.run(*model.input_yuv(frame.y, frame.u, frame.v, frame.full_range)))
+        return self._faces(model.run(*model.input_yuv(frame.y, frame.u, frame.v, frame.full_range,
+                                                      frame.colorspace)))
 
     def crop_region(self, box: FaceBox | np.ndarray, frame_shape: tuple[int, ...]
                     ) -> tuple[int, int, int, int]:

@@ -94,14 +94,16 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no later video can be written either
 PARENT_POLL = 0.5  # seconds between a worker's checks that the process that started it is alive
 PREFETCH = 3  # frames decoded ahead in a background thread
 ENCODE_AHEAD = 4  # settled frame batches queued for the crop + encode thread
-# Frames up to this size are also converted to RGB (FFmpeg), and the detector reads that: its
-# input is then 0.1.0's to the bit. Faces of ~50 px in 640x480 video are 15 px in BlazeFace's
+# Frames up to this size are also converted to RGB (FFmpeg), and the detector reads that: the
+# frame it warps is then 0.1.0's to the bit. Faces of ~50 px in 640x480 video are 15 px in BlazeFace's
 # 192x192 input, where half a grey level moves a box by several % IoU: on the real 640x480 clips
 # the planes agree with 0.1.0 in 98.8% of frames, RGB in 99.7%. Converting costs about as much
 # as decoding; above this size, where it costs most, the detector reads the YUV planes (99.8% on
 # the same clips upscaled to 1080p; bench/extract_speed.py).
 RGB_DETECT_PIXELS = 1280 * 720
 DECODE_THREADS = 2  # the decoder's share of the cores; detection and encoding have their own
+# settings of earlier versions that are gone, with the value that behaves as this version does
+REMOVED_SETTINGS = {"face": {"detect_size": 0}}
 
 
 class ExtractError(RuntimeError):
@@ -483,7 +485,14 @@ def _check_settings(out: Path, face_cfg: FaceConfig, extract_cfg: ExtractConfig)
         old = json.loads(path.read_text())
         for part, values in settings.items():  # a field added since: the folder has its default
             defaults = to_dict(FaceConfig() if part == "face" else ExtractConfig())
-            old[part] = {k: old.get(part, {}).get(k, defaults[k]) for k in values}  # removed: gone
+            was = old.get(part, {})
+            gone = [k for k, v in REMOVED_SETTINGS.get(part, {}).items() if was.get(k, v) != v]
+            if gone:  # a removed setting that was not at its (now the only) behaviour
+                raise ExtractError(
+                    f"{path}: {out} was extracted with {', '.join(f'{part}.{k}={was[k]}' for k in gone)}, "
+                    "a setting this version no longer has; use a new output folder, or delete this "
+                    f"folder's faces/, manifest*.csv and {CONFIG_NAME} to start over")
+            old[part] = {k: was.get(k, defaults[k]) for k in values}
         if old != settings:
             diff = sorted(f"{part}.{k}" for part in settings for k in settings[part]
                           if old.get(part, {}).get(k) != settings[part][k])

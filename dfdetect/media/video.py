@@ -278,7 +278,7 @@ def to_rgb(frame: av.VideoFrame) -> np.ndarray:
 
 @dataclass(frozen=True)
 class YuvFrame:
-    """A decoded frame as its three I420 planes (4:2:0, 8-bit, video range), upright.
+    """A decoded frame as its three I420 planes (4:2:0, 8-bit), upright.
 
     What face extraction works on: the detector samples 192x192 pixels of it and crops are cut
     from the planes, so the whole frame is never converted to RGB.
@@ -289,8 +289,9 @@ class YuvFrame:
         v: Red-difference chroma, the shape of ``u``.
         full_range: Values span 0-255 (JPEG range, common in phone videos), not 16-235/240.
         colorspace: FFmpeg's matrix tag (1 BT.709, 5/6 BT.601, 2 unspecified, read as BT.601).
-        rgb: ``(H, W, 3)`` RGB, only for sources stored as RGB (GIFs, RGB videos), whose colour
-            would lose detail in 4:2:0 planes; ``None`` for YUV video.
+        rgb: ``(H, W, 3)`` RGB (FFmpeg's conversion) for sources stored as RGB (GIFs, RGB
+            videos), whose colour would lose detail in 4:2:0 planes, and for frames converted
+            anyway (``with_rgb``); else ``None``.
     """
 
     y: np.ndarray
@@ -336,8 +337,8 @@ def to_yuv(frame: av.VideoFrame, with_rgb: bool = False) -> YuvFrame:
     colorspace = int(getattr(frame, "colorspace", 2) or 2) if yuv else 2
     rotation = rotation_of(frame)
     rgb = to_rgb(frame) if with_rgb or not yuv else None
-    if name not in ("yuv420p", "yuvj420p"):  # 10-bit, 4:2:2, 4:4:4, RGB: FFmpeg keeps the range
-        frame = frame.reformat(format="yuv420p")
+    if name not in ("yuv420p", "yuvj420p"):  # 10-bit, 4:2:2, 4:4:4, RGB: to 4:2:0, range kept
+        frame = frame.reformat(format="yuvj420p" if full else "yuv420p")
     return YuvFrame(*(upright(_plane(p), rotation) for p in frame.planes), full, colorspace, rgb)
 
 
