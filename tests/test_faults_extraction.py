@@ -96,7 +96,7 @@ def long_videos(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("long")
     short = write(root.parent / f"{root.name}-piece.mp4", portrait_clip(60, size=(320, 240)))
     for name in ("a", "b", "c"):
-        loop(short, root / f"{name}.mp4", 15)
+        loop(short, root / f"{name}.mp4", 30)  # ~1,800 frames: seconds even at 0.2.0's speed
     return root
 
 
