@@ -46,7 +46,7 @@ from dfdetect.extraction.faces import FaceCropper
 from dfdetect.extraction.pipeline import DECODE_THREADS, RGB_DETECT_PIXELS, create_face_videos
 from dfdetect.extraction.tracking import iou
 from dfdetect.media import video
-from dfdetect.media.video import iter_frames, iter_yuv_frames
+from dfdetect.media.video import decode_frames, iter_frames, to_rgb, to_yuv
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "dfdetect" / "demo" / "sample"
@@ -253,10 +253,10 @@ def agreement(path: Path, cropper: FaceCropper, reference) -> tuple[int, int, in
     Tracking and the keep rule come after and are unchanged since 0.1.0.
     """
     frames = agree = ours_n = ref_n = 0
-    rgb_frames = iter_frames(path)
-    for (index, yuv), (_, frame) in zip(
-            iter_yuv_frames(path, rgb_up_to=RGB_DETECT_PIXELS, threads=DECODE_THREADS), rgb_frames):
+    for _, decoded in decode_frames(path, threads=DECODE_THREADS):  # one decode, both views
         frames += 1
+        frame = to_rgb(decoded)
+        yuv = to_yuv(decoded, with_rgb=decoded.width * decoded.height <= RGB_DETECT_PIXELS)
         ours = cropper.detect_yuv(yuv)
         found = reference.detect(mp_image(frame)).detections
         ours_n, ref_n = ours_n + bool(ours), ref_n + bool(found)
