@@ -21,6 +21,7 @@ from dfdetect.config import ExtractConfig, FaceConfig
 from dfdetect.demo import synth
 from dfdetect.extraction.manifest import read_manifest, sidecar_path
 from dfdetect.extraction.pipeline import (
+    RGB_DETECT_PIXELS,
     ExtractError,
     create_face_videos,
     merge_parts,
@@ -119,6 +120,26 @@ def test_face_videos_sidecars_and_labels(clips):
             eyes = side["keypoints"][:, :2]  # crop pixels: inside the crop, in its upper half
             assert (eyes >= 0).all() and (eyes[..., 0] < SIZE).all() and (eyes[..., 1] < SIZE / 2 + 5).all()
         assert output_is_valid(out, row["face_video"], n)
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_detections_made_ahead_on_the_pool_belong_to_their_frames(tmp_path, cropper, real_video, every):
+    # extraction detects the tracker's scheduled frames ahead, on two threads: every detected
+    # box in the sidecar must be a detection of the frame it is recorded for (the face moves:
+    # a box of a neighbouring frame differs)
+    row = create_face_videos(real_video, tmp_path, "talk", FaceConfig(detect_every=every),
+                             ExtractConfig(max_frames=90), cropper=cropper)
+    assert row["status"] == "ok", row
+    frames = dict(video.iter_yuv_frames(real_video, max_frames=90, rgb_up_to=RGB_DETECT_PIXELS))
+    with np.load(tmp_path / "faces" / "talk.npz") as side:
+        detected = ~side["interpolated"]
+        assert detected.sum() >= 90 // every
+        moved = 0
+        for i, box in zip(side["frame_index"][detected], side["box"][detected], strict=True):
+            own = [f.as_array() for f in cropper.detect_yuv(frames[i])]
+            assert any(np.allclose(box, b, atol=1e-4) for b in own), f"frame {i}: not its box"
+            moved += not np.allclose(box, cropper.detect_yuv(frames[max(i - 1, 0)])[0].as_array(), atol=1e-4)
+        assert moved >= 0.9 * detected.sum()  # so a box of another frame would have failed
 
 
 def test_frames_without_the_face_are_missing_not_stale(tmp_path, portrait):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 import pytest
@@ -64,6 +66,19 @@ def test_real_video_face_found_in_95_percent_of_frames(cropper, real_video):
     assert kept.detected / result.frames_read >= 0.95, (kept.detected, result.frames_read)
     assert len(kept) >= kept.detected  # bridged frames come on top and are flagged
     assert np.array_equal(kept.frame_index, np.sort(kept.frame_index))
+
+
+def test_threads_detecting_at_once_each_get_an_interpreter_and_the_same_faces(real_video):
+    frames = [f for _, f in video.iter_frames(real_video, max_frames=24)]
+    with FaceCropper() as cropper:
+        alone = [cropper.detect(f) for f in frames]
+        with ThreadPoolExecutor(3) as pool:
+            for _ in range(3):  # three threads at once, three times: interpreters are reused
+                together = list(pool.map(cropper.detect, frames))
+                assert together == alone
+        assert 1 < len(cropper._idle) <= 3  # one per thread that overlapped another, kept
+    with pytest.raises(RuntimeError, match="closed"):
+        cropper.detect(frames[0])
 
 
 # --- cropping ---------------------------------------------------------------------------------

@@ -23,8 +23,11 @@ conversion). Crops are always cut from the full-resolution frame.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -234,6 +237,9 @@ class FaceCropper:
         ValueError: Unknown model name or an odd/non-positive crop size.
         FaceModelError: The model file is missing from the package or the runtime rejects it.
 
+    Threads may detect at once: each gets an interpreter of its own (the first is loaded here,
+    others when threads overlap), kept for reuse until :meth:`close`.
+
     Example:
         >>> with FaceCropper() as cropper:  # doctest: +SKIP
         ...     boxes = cropper.detect(frame)            # frame: (H, W, 3) uint8 RGB
@@ -244,7 +250,9 @@ class FaceCropper:
         cfg = cfg or FaceConfig()
         check_face_config(cfg)
         self.cfg = cfg
-        self._detector: BlazeFace | None = self._load(cfg)
+        self._idle: list[BlazeFace] = [self._load(cfg)]  # loaded now: a bad install fails here
+        self._lock = threading.Lock()
+        self._closed = False
 
     @staticmethod
     def _load(cfg: FaceConfig) -> BlazeFace:
@@ -270,10 +278,24 @@ class FaceCropper:
         return [FaceBox(*(float(c) for c in box), score, kps.astype(np.float32))
                 for box, kps, score in found]
 
-    def _model(self) -> BlazeFace:
-        if self._detector is None:
-            raise RuntimeError("this FaceCropper was closed; make a new one")
-        return self._detector
+    @contextlib.contextmanager
+    def _model(self) -> Iterator[BlazeFace]:
+        """An interpreter of its own for the calling thread: an idle one, or a new one if all are busy.
+
+        A LiteRT interpreter serves one thread at a time; threads detecting side by side (extraction's
+        detect-ahead pool) each get one, and it is kept for the next caller (one per thread per batch).
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this FaceCropper was closed; make a new one")
+            model = self._idle.pop() if self._idle else None
+        model = model or self._load(self.cfg)
+        try:
+            yield model
+        finally:
+            with self._lock:
+                if not self._closed:
+                    self._idle.append(model)
 
     def detect(self, frame: np.ndarray, color: str = "rgb") -> list[FaceBox]:
         """Find the faces in one frame.
@@ -287,11 +309,11 @@ class FaceCropper:
             float frame pixels.
         """
         _check_frame(frame, color)
-        model = self._model()
-        image, to_input = model.input_rgb(frame)
-        if color == "bgr":  # only the model's input is turned around, not the frame
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        return self._faces(model.run(image, to_input))
+        with self._model() as model:
+            image, to_input = model.input_rgb(frame)
+            if color == "bgr":  # only the model's input is turned around, not the frame
+                image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            return self._faces(model.run(image, to_input))
 
     def detect_yuv(self, frame: YuvFrame) -> list[FaceBox]:
         """Find the faces in a decoded frame's I420 planes, never converting the whole frame.
@@ -304,9 +326,9 @@ class FaceCropper:
         """
         if frame.rgb is not None:  # an RGB source (a GIF), or converted anyway: the exact input
             return self.detect(frame.rgb)
-        model = self._model()
-        return self._faces(model.run(*model.input_yuv(frame.y, frame.u, frame.v, frame.full_range,
-                                                      frame.colorspace)))
+        with self._model() as model:
+            return self._faces(model.run(*model.input_yuv(frame.y, frame.u, frame.v, frame.full_range,
+                                                          frame.colorspace)))
 
     def crop_region(self, box: FaceBox | np.ndarray, frame_shape: tuple[int, ...]
                     ) -> tuple[int, int, int, int]:
@@ -330,7 +352,8 @@ class FaceCropper:
 
     def close(self) -> None:
         """Release the detector (also done by ``with FaceCropper() as c:``)."""
-        self._detector = None
+        with self._lock:
+            self._closed, self._idle = True, []
 
     def __enter__(self) -> Self:
         return self

@@ -37,7 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +102,8 @@ ENCODE_AHEAD = 4  # settled frame batches queued for the crop + encode thread
 # the same clips upscaled to 1080p; bench/extract_speed.py).
 RGB_DETECT_PIXELS = 1280 * 720
 DECODE_THREADS = 2  # the decoder's share of the cores; detection and encoding have their own
+DETECT_THREADS = 2  # frames detected side by side (one LiteRT interpreter each, single-threaded)
+DETECT_AHEAD = 2  # detect_every periods of frames read ahead of the tracker, so detections overlap
 # settings of earlier versions that are gone, with the value that behaves as this version does
 REMOVED_SETTINGS = {"face": {"detect_size": 0}}
 
@@ -212,14 +214,33 @@ def _prefetch(items: Iterator[Any], depth: int = PREFETCH) -> Iterator[Any]:
         items.close()  # the video file, also when the consumer stops early
 
 
-class _YuvDetector:
-    """The tracker's detector for decoded :class:`YuvFrame` s (no RGB conversion of the frame)."""
+class _DetectAhead:
+    """The tracker's detector: the frames it detects on schedule are detected ahead, on a pool.
 
-    def __init__(self, cropper: FaceCropper):
-        self.cropper = cropper
+    :meth:`submit` starts the detection of a frame the tracker will detect when it is pushed
+    (every ``detect_every``-th); :meth:`detect` (the tracker's call) returns it, and detects any
+    other frame (a lost track, a backfill) at once. Frames are :class:`YuvFrame` s; each pool
+    thread gets its own interpreter from the :class:`FaceCropper` (kept there for the next video).
+    """
+
+    def __init__(self, cropper: FaceCropper, pool: ThreadPoolExecutor):
+        self.cropper, self.pool = cropper, pool
+        # id(frame) -> its detection; the frame is alive (lookahead, then the tracker) until the
+        # tracker's push takes the result, so an id cannot be reused while it is a key
+        self._ahead: dict[int, Future] = {}
+
+    def submit(self, frame: YuvFrame) -> None:
+        self._ahead[id(frame)] = self.pool.submit(self.cropper.detect_yuv, frame)
 
     def detect(self, frame: YuvFrame, color: str = "rgb") -> list[FaceBox]:
-        return self.cropper.detect_yuv(frame)
+        future = self._ahead.pop(id(frame), None)
+        return future.result() if future is not None else self.cropper.detect_yuv(frame)
+
+    def cancel(self) -> None:
+        """Drop the detections not taken (after a failure)."""
+        for future in self._ahead.values():
+            future.cancel()
+        self._ahead.clear()
 
 
 class _TrackWriter:
@@ -282,12 +303,14 @@ def _track_and_write(frames: Iterator[tuple[int, YuvFrame]], fps: float, cropper
                      ) -> tuple[list[FaceTrack], dict[int, _TrackWriter], np.ndarray]:
     """One streaming pass: track, crop every track's frames as they settle, write staging videos.
 
-    Three stages overlap (PyAV, OpenCV, LiteRT and x264 release the GIL): a prefetch thread
+    Four stages overlap (PyAV, OpenCV, LiteRT and x264 release the GIL): a prefetch thread
     decodes frames (to their YUV planes; to RGB as well only up to :data:`RGB_DETECT_PIXELS`),
-    this thread detects and tracks, and an encode thread crops the settled frames from the
-    planes and writes them, behind a bounded queue (memory stays flat in video length).
+    :data:`DETECT_THREADS` threads detect the frames the tracker will detect on schedule,
+    :data:`DETECT_AHEAD` ``detect_every`` periods ahead of it (one detection at a time was the
+    critical path), this thread tracks (detecting at once the frames a lost track needs), and an
+    encode thread crops the settled frames from the planes and writes them. Every queue is
+    bounded: memory stays flat in video length.
     """
-    tracker = FaceTracker(_YuvDetector(cropper), face_cfg)
     writers: dict[int, _TrackWriter] = {}
     read: list[int] = []
     with contextlib.ExitStack() as stack:  # closes every video; a failure removes them all
@@ -295,6 +318,10 @@ def _track_and_write(frames: Iterator[tuple[int, YuvFrame]], fps: float, cropper
         # wall time, taken from the stages running beside them: one thread while this runs
         stack.callback(cv2.setNumThreads, cv2.getNumThreads())
         cv2.setNumThreads(1)
+        detector = _DetectAhead(cropper, stack.enter_context(
+            ThreadPoolExecutor(DETECT_THREADS, thread_name_prefix="dfdetect-detect")))
+        stack.callback(detector.cancel)
+        tracker = FaceTracker(detector, face_cfg)
 
         def write(settled: list[SettledFrame]) -> None:
             for s in settled:
@@ -306,16 +333,28 @@ def _track_and_write(frames: Iterator[tuple[int, YuvFrame]], fps: float, cropper
                     writers[face.track_id].add(s.frame, s.frame_index, face)
 
         pending: deque = deque()
+
+        def push(index: int, frame: YuvFrame) -> None:
+            read.append(index)
+            tracker.push(index, frame)
+            settled = tracker.pop_settled()
+            if settled:
+                pending.append(encoder.submit(write, settled))
+            while len(pending) > ENCODE_AHEAD:
+                pending.popleft().result()
+
+        ahead: deque[tuple[int, YuvFrame]] = deque()
+        depth = DETECT_AHEAD * face_cfg.detect_every
         with ThreadPoolExecutor(1, thread_name_prefix="dfdetect-encode") as encoder:
             try:
-                for index, frame in _prefetch(frames):
-                    read.append(index)
-                    tracker.push(index, frame)
-                    settled = tracker.pop_settled()
-                    if settled:
-                        pending.append(encoder.submit(write, settled))
-                    while len(pending) > ENCODE_AHEAD:
-                        pending.popleft().result()
+                for pos, (index, frame) in enumerate(_prefetch(frames)):
+                    if pos % face_cfg.detect_every == 0:  # the tracker's schedule (FaceTracker.push)
+                        detector.submit(frame)
+                    ahead.append((index, frame))
+                    if len(ahead) > depth:
+                        push(*ahead.popleft())
+                while ahead:
+                    push(*ahead.popleft())
                 pending.append(encoder.submit(write, tracker.pop_settled(final=True)))
                 while pending:
                     pending.popleft().result()
