@@ -289,7 +289,8 @@ class FaceCropper:
             if self._closed:
                 raise RuntimeError("this FaceCropper was closed; make a new one")
             model = self._idle.pop() if self._idle else None
-        model = model or self._load(self.cfg)
+        if model is None:
+            model = self._load(self.cfg)
         try:
             yield model
         finally:

@@ -348,7 +348,7 @@ def _track_and_write(frames: Iterator[tuple[int, YuvFrame]], fps: float, cropper
         with ThreadPoolExecutor(1, thread_name_prefix="dfdetect-encode") as encoder:
             try:
                 for pos, (index, frame) in enumerate(_prefetch(frames)):
-                    if pos % face_cfg.detect_every == 0:  # the tracker's schedule (FaceTracker.push)
+                    if tracker.on_schedule(pos):
                         detector.submit(frame)
                     ahead.append((index, frame))
                     if len(ahead) > depth:

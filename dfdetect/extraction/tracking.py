@@ -222,8 +222,13 @@ class FaceTracker:
         self.frames_read += 1
         self._index_of[pos] = int(frame_index)
         self._frames.append(frame)
-        if self._lost or pos % self.cfg.detect_every == 0:
+        if self._lost or self.on_schedule(pos):
             self._update(pos, self._detect(pos))
+
+    def on_schedule(self, pos: int) -> bool:
+        """Whether :meth:`push` detects the ``pos``-th frame pushed (0-based) whatever happens
+        before it: every ``detect_every``-th (others too while a track is lost)."""
+        return pos % self.cfg.detect_every == 0
 
     def _detect(self, pos: int) -> list[FaceBox]:
         if pos not in self._detected:
